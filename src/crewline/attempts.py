@@ -1,0 +1,107 @@
+"""One task, start to finish: attempts, structured output, guardrails, the callback.
+
+Each attempt has its own usage scope inside the task's, so an attempt's usage is exactly
+its own requests (agent turns, tool-loop turns, conversion, guardrail judging), and the
+task's usage is the sum over all of its attempts, rejected ones included.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from structlog.contextvars import bound_contextvars
+
+from crewline import events
+from crewline.conversion import convert, response_format_for
+from crewline.effects import Call, Step
+from crewline.errors import CallbackError, ConversionError, GuardrailError
+from crewline.guardrail import check_output
+from crewline.outputs import Attempt, GuardrailVerdict, TaskOutput
+from crewline.prepared import PreparedTask
+from crewline.turns import agent_answer, first_messages
+from crewline.usage import UsageScope
+
+__all__ = ["run_task"]
+
+
+def _max_attempts(task: PreparedTask) -> int:
+    if task.task.all_guardrails or task.task.output_model is not None:
+        return 1 + task.task.guardrail_max_retries
+    return 1
+
+
+def _attempt(task: PreparedTask, context: str, feedback: list[str],
+             response_format: dict[str, Any] | None
+             ) -> Step[tuple[bool, TaskOutput | None, str | None,
+                             tuple[GuardrailVerdict, ...], Any]]:
+    messages = first_messages(task, context, feedback)
+    raw = yield from agent_answer(task, messages, response_format)
+    try:
+        pydantic, json_dict = yield from convert(task, raw, response_format)
+    except ConversionError as exc:
+        return False, None, raw, (), exc.message
+    output = TaskOutput(raw=raw, name=task.name, description=task.description,
+                        expected_output=task.expected_output, agent=task.role,
+                        pydantic=pydantic, json_dict=json_dict)
+    passed, output, verdicts, value = yield from check_output(task, output)
+    return passed, output, raw, verdicts, value
+
+
+def run_task(task: PreparedTask, context: str, parent: UsageScope,
+             budgets: tuple[object, ...] = ()) -> Step[TaskOutput]:
+    """Run ``task`` with ``context`` until an attempt passes or retries run out."""
+    scope = parent.child("task", task=task.name, agent=task.role, budgets=budgets)
+    run_id = scope.run_id
+    with scope.entered(), bound_contextvars(task=task.name, agent=task.role):
+        if events.listening():
+            events.emit(events.TaskStarted(run_id=run_id, task=task.name, agent=task.role))
+        attempts: list[Attempt] = []
+        try:
+            response_format = response_format_for(task)
+            feedback: list[str] = []
+            accepted: TaskOutput | None = None
+            last_feedback: Any = None
+            for number in range(1, _max_attempts(task) + 1):
+                attempt_scope = scope.child("attempt", attempt=number)
+                with attempt_scope.entered(), bound_contextvars(attempt=number):
+                    if events.listening():
+                        events.emit(events.AttemptStarted(run_id=run_id, task=task.name,
+                                                          attempt=number))
+                    passed, output, raw, verdicts, value = yield from _attempt(
+                        task, context, feedback, response_format)
+                    error = None if output is not None else str(value)
+                    attempts.append(Attempt(number, raw, verdicts, attempt_scope.records,
+                                            error))
+                    if passed:
+                        accepted = output
+                        break
+                    last_feedback = value
+                    feedback.append(str(value))
+                    if events.listening():
+                        events.emit(events.AttemptFailed(run_id=run_id, task=task.name,
+                                                         attempt=number, reason=str(value)))
+            if accepted is None:
+                raise GuardrailError(
+                    f"task {task.name!r} was rejected {len(attempts)} time(s) "
+                    f"(guardrail_max_retries={task.task.guardrail_max_retries}); "
+                    f"last feedback: {last_feedback}",
+                    task=task.name, feedback=last_feedback, attempts=attempts)
+            output = accepted.model_copy(update={"usage_records": scope.records,
+                                                 "attempts": tuple(attempts)})
+            if task.task.callback is not None:
+                try:
+                    yield Call(task.task.callback, (output,))
+                except Exception as exc:
+                    raise CallbackError(f"callback of task {task.name!r} raised "
+                                        f"{type(exc).__name__}: {exc}") from exc
+        except BaseException as exc:
+            if events.listening():
+                events.emit(events.TaskFinished(
+                    run_id=run_id, task=task.name, agent=task.role, ok=False,
+                    attempts=len(attempts), usage=scope.usage, error=repr(exc)))
+            raise
+        if events.listening():
+            events.emit(events.TaskFinished(run_id=run_id, task=task.name, agent=task.role,
+                                            ok=True, attempts=len(attempts),
+                                            usage=output.usage))
+        return output

@@ -1,0 +1,97 @@
+"""The two ways of performing a task step's effects: blocking, and asyncio.
+
+A driver sends the step's requests, calls its user code and sleeps its waits; that is
+all. The sync driver runs on whatever thread calls it (the kickoff's, or a worker thread
+for an ``async_execution`` task); the asyncio driver on the event loop, with sync user
+code on crewline's worker threads. Both always finish or close the step in the context
+that started it, so every context variable a step set is reset where it was set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+from crewline.effects import Call, Effect, Send, Sleep, Step
+from crewline.workers import run_sync
+
+__all__ = ["drive", "drive_async"]
+
+T = TypeVar("T")
+
+
+async def _await(awaitable: Awaitable[T]) -> T:
+    return await awaitable
+
+
+def _perform(effect: Effect) -> Any:
+    if isinstance(effect, Send):
+        return effect.transport.complete(effect.request)
+    if isinstance(effect, Call):
+        result = effect.fn(*effect.args, **effect.kwargs)
+        if inspect.isawaitable(result):
+            return asyncio.run(_await(result))
+        return result
+    if isinstance(effect, Sleep):
+        time.sleep(effect.seconds)
+        return None
+    raise TypeError(f"unknown effect {effect!r}")
+
+
+async def _aperform(effect: Effect) -> Any:
+    if isinstance(effect, Send):
+        return await effect.transport.acomplete(effect.request)
+    if isinstance(effect, Call):
+        fn = effect.fn
+        if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+                getattr(fn, "__call__", None)):  # noqa: B004
+            return await fn(*effect.args, **effect.kwargs)
+        result = await run_sync(fn, *effect.args, **effect.kwargs)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+    if isinstance(effect, Sleep):
+        await asyncio.sleep(effect.seconds)
+        return None
+    raise TypeError(f"unknown effect {effect!r}")
+
+
+def drive(step: Step[T]) -> T:
+    """Run ``step`` to completion with blocking I/O on the calling thread."""
+    value: Any = None
+    error: BaseException | None = None
+    try:
+        while True:
+            try:
+                effect = step.send(value) if error is None else step.throw(error)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            value, error = None, None
+            try:
+                value = _perform(effect)
+            except BaseException as exc:
+                error = exc
+    finally:
+        step.close()
+
+
+async def drive_async(step: Step[T]) -> T:
+    """Run ``step`` to completion on the running event loop."""
+    value: Any = None
+    error: BaseException | None = None
+    try:
+        while True:
+            try:
+                effect = step.send(value) if error is None else step.throw(error)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            value, error = None, None
+            try:
+                value = await _aperform(effect)
+            except BaseException as exc:
+                error = exc
+    finally:
+        step.close()

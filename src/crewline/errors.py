@@ -1,0 +1,140 @@
+"""The exception tree of crewline.
+
+Every exception that leaves a run is a ``CrewlineError`` and carries what the run spent
+before it failed, so a failure never hides money::
+
+    CrewlineError                  .usage, .usage_records, .other_errors
+    ├── DefinitionError            a crew, agent or task that cannot run as defined
+    ├── InputError                 a {placeholder} with no input, a bad input value
+    ├── ProviderError              the LLM provider failed (.model, .status, .retryable)
+    ├── BudgetExceededError        a reservation did not fit a budget (.budget, .asked, .left)
+    ├── GuardrailError             guardrail retries exhausted (.feedback, .attempts)
+    ├── ConversionError            a reply could not be turned into the requested model
+    ├── MaxIterationsError         an agent's tool loop ran past max_iter
+    └── CallbackError              a task callback raised
+
+Cancellation is the one exception to the rule: an ``asyncio.CancelledError`` is never
+converted (asyncio and anyio rely on its exact type), but the one re-raised out of a
+cancelled ``kickoff_async`` carries ``.usage`` and ``.usage_records`` all the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from crewline.usage import Usage, UsageRecord
+
+__all__ = [
+    "BudgetExceededError",
+    "CallbackError",
+    "ConversionError",
+    "CrewlineError",
+    "DefinitionError",
+    "GuardrailError",
+    "InputError",
+    "MaxIterationsError",
+    "ProviderError",
+]
+
+
+class CrewlineError(Exception):
+    """Root of every error crewline raises.
+
+    ``usage_records`` is everything the failing kickoff spent before it failed; ``usage`` is
+    their sum. ``other_errors`` holds further failures of concurrent tasks of the same run.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.usage_records: tuple[UsageRecord, ...] = ()
+        self.other_errors: tuple[BaseException, ...] = ()
+
+    @property
+    def usage(self) -> Usage:
+        from crewline.usage import Usage
+
+        return Usage.from_records(self.usage_records)
+
+    def attach_spend(self, records: Sequence[UsageRecord]) -> None:
+        """Record what the run spent; called by the engine as the error leaves a run."""
+        self.usage_records = tuple(records)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class DefinitionError(CrewlineError):
+    """A crew, agent or task definition that cannot run."""
+
+
+class InputError(CrewlineError, KeyError):
+    """A template placeholder without an input, or an input that cannot be used."""
+
+    def __init__(self, message: str, *, placeholder: str | None = None,
+                 where: str | None = None) -> None:
+        CrewlineError.__init__(self, message)
+        self.placeholder = placeholder
+        self.where = where
+
+    def __str__(self) -> str:  # KeyError would quote the message otherwise
+        return self.message
+
+
+class ProviderError(CrewlineError):
+    """The LLM provider answered with an error, or could not be reached."""
+
+    def __init__(self, message: str, *, model: str, status: int | None = None,
+                 retryable: bool = False, retry_after: float | None = None,
+                 kind: str = "error") -> None:
+        super().__init__(message)
+        self.model = model
+        self.status = status
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.kind = kind
+
+
+class BudgetExceededError(CrewlineError):
+    """A request's worst-case cost did not fit a budget, so it was never sent."""
+
+    def __init__(self, message: str, *, budget: str, dimension: str = "cost",
+                 asked: Decimal | int = 0, left: Decimal | int = 0,
+                 limit: Decimal | int = 0) -> None:
+        super().__init__(message)
+        self.budget = budget
+        self.dimension = dimension
+        self.asked = asked
+        self.left = left
+        self.limit = limit
+
+
+class GuardrailError(CrewlineError):
+    """A task's guardrails rejected every attempt the retry budget allowed."""
+
+    def __init__(self, message: str, *, task: str, feedback: Any = None,
+                 attempts: Sequence[Any] = ()) -> None:
+        super().__init__(message)
+        self.task = task
+        self.feedback = feedback
+        self.attempts = tuple(attempts)
+
+
+class ConversionError(CrewlineError):
+    """A reply could not be parsed into the task's output model."""
+
+    def __init__(self, message: str, *, task: str, raw: str = "") -> None:
+        super().__init__(message)
+        self.task = task
+        self.raw = raw
+
+
+class MaxIterationsError(CrewlineError):
+    """An agent kept calling tools past its ``max_iter`` turns."""
+
+
+class CallbackError(CrewlineError):
+    """A task callback raised; the task's output and usage are kept on the error."""

@@ -1,0 +1,111 @@
+"""The ``LLM`` definition: which model, where, at what price, under which rate limits.
+
+An ``LLM`` holds no usage. The same object may serve any number of concurrent crews; the
+only state it carries is its rate limiter, which is meant to be shared by everything that
+uses that object (``max_rpm`` / ``max_tpm`` are per ``LLM`` object in the process).
+"""
+
+from __future__ import annotations
+
+import math
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    field_serializer,
+    field_validator,
+)
+
+from crewline.ratelimit import RateLimiter
+
+if TYPE_CHECKING:
+    from crewline.transport import Transport
+
+__all__ = ["LLM", "to_decimal"]
+
+
+def to_decimal(value: Decimal | str | float | int, *, field: str) -> Decimal:
+    """A price as an exact Decimal: a float goes through its shortest repr (0.1 -> 0.1)."""
+    if isinstance(value, bool):
+        raise ValueError(f"{field}: expected a number, got a bool")
+    if isinstance(value, Decimal):
+        result = value
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{field}: {value!r} is not a finite number")
+        result = Decimal(repr(value))
+    elif isinstance(value, int | str):
+        try:
+            result = Decimal(str(value).strip())
+        except ArithmeticError:
+            raise ValueError(f"{field}: {value!r} is not a decimal number") from None
+    else:
+        raise ValueError(f"{field}: expected a Decimal, str or float, got {type(value).__name__}")
+    if not result.is_finite() or result < 0:
+        raise ValueError(f"{field}: {value!r} must be a finite number >= 0")
+    return result
+
+
+class LLM(BaseModel):
+    """A model reached through litellm. Frozen: running work never changes it."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True, extra="forbid")
+
+    model: str = Field(min_length=1)
+    base_url: str | None = None
+    api_key: SecretStr | None = Field(default=None, repr=False)
+    temperature: float | None = None
+    max_tokens: int | None = Field(default=None, gt=0)
+    timeout: float | None = Field(default=None, gt=0)
+    num_retries: int = Field(default=2, ge=0)
+    retry_backoff: float = Field(default=0.5, ge=0)
+    """First retry waits about this many seconds, doubling each time (with jitter)."""
+    input_cost_per_token: Decimal | None = None
+    output_cost_per_token: Decimal | None = None
+    reserve_output_tokens: int = Field(default=4096, gt=0)
+    """Output a budget reservation assumes when ``max_tokens`` is not set."""
+    max_rpm: int | None = Field(default=None, gt=0)
+    max_tpm: int | None = Field(default=None, gt=0)
+    transport: Transport | None = Field(default=None, exclude=True, repr=False)
+    """Where requests go; ``None`` means litellm. Tests pass ``crewline.testing`` models."""
+
+    _limiter: RateLimiter | None = PrivateAttr(default=None)
+
+    @field_validator("input_cost_per_token", "output_cost_per_token", mode="before")
+    @classmethod
+    def _exact_price(cls, value: Any, info: Any) -> Decimal | None:
+        if value is None:
+            return None
+        return to_decimal(value, field=str(info.field_name))
+
+    @field_serializer("api_key")
+    def _hide_key(self, value: SecretStr | None) -> str | None:
+        return None if value is None else "**********"
+
+    def model_post_init(self, _context: Any) -> None:
+        if self.max_rpm is not None or self.max_tpm is not None:
+            self._limiter = RateLimiter(rpm=self.max_rpm, tpm=self.max_tpm)
+
+    @property
+    def limiter(self) -> RateLimiter | None:
+        return self._limiter
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+
+def _rebuild() -> None:
+    from crewline.transport import Transport
+
+    LLM.model_rebuild(_types_namespace={"Transport": Transport})
+
+
+_rebuild()

@@ -1,0 +1,77 @@
+"""Structured logs through structlog, on top of the standard ``logging`` module.
+
+crewline logs to the ``crewline`` stdlib logger, so an application decides where its
+records go and at what level (by default: nowhere below WARNING). ``configure()`` is
+for programs that want crewline's own rendering: JSON or console lines on stderr,
+chosen by ``CREWLINE_LOG=json|console`` and ``CREWLINE_LOG_LEVEL``. The run's context
+(``run_id``, ``task``, ``attempt``, ``agent``) is bound with structlog's contextvars, so it
+is on every line, whichever thread or asyncio task wrote it. Values under secret-looking
+keys (``api_key``, ``authorization``, ...) are replaced before rendering.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+__all__ = ["configure", "get_logger", "redact_secrets"]
+
+_SECRET_KEYS = ("api_key", "apikey", "authorization", "password", "secret", "token_value")
+
+_configure_lock = threading.Lock()
+_handler: logging.Handler | None = None
+
+
+def redact_secrets(_logger: Any, _name: str, event: MutableMapping[str, Any]
+                   ) -> MutableMapping[str, Any]:
+    for key in list(event):
+        if any(s in key.lower() for s in _SECRET_KEYS):
+            event[key] = "***"
+    return event
+
+
+_PRE_CHAIN: list[Any] = [
+    structlog.contextvars.merge_contextvars,
+    structlog.stdlib.add_log_level,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+    redact_secrets,
+]
+
+
+def get_logger(name: str = "crewline") -> Any:
+    """A structlog logger writing to the stdlib logger ``name``."""
+    return structlog.wrap_logger(
+        logging.getLogger(name),
+        processors=[*_PRE_CHAIN, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        wrapper_class=structlog.stdlib.BoundLogger,
+    )
+
+
+def configure(renderer: str | None = None, level: str | int | None = None,
+              stream: TextIO | None = None) -> None:
+    """Render crewline's logs as JSON or console lines (idempotent: reconfigures in place)."""
+    global _handler
+    kind = (renderer or os.environ.get("CREWLINE_LOG") or "console").lower()
+    if kind not in ("json", "console"):
+        raise ValueError(f"CREWLINE_LOG must be 'json' or 'console', got {kind!r}")
+    chosen = level if level is not None else os.environ.get("CREWLINE_LOG_LEVEL", "INFO")
+    final: Any = (structlog.processors.JSONRenderer() if kind == "json"
+                  else structlog.dev.ConsoleRenderer(colors=False))
+    formatter = structlog.stdlib.ProcessorFormatter(
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, final],
+        foreign_pre_chain=_PRE_CHAIN)
+    with _configure_lock:
+        logger = logging.getLogger("crewline")
+        if _handler is not None:
+            logger.removeHandler(_handler)
+        _handler = logging.StreamHandler(stream or sys.stderr)
+        _handler.setFormatter(formatter)
+        logger.addHandler(_handler)
+        logger.setLevel(chosen.upper() if isinstance(chosen, str) else chosen)
+        logger.propagate = False

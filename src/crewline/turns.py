@@ -1,0 +1,103 @@
+"""The agent's loop for one attempt: ask the model, run the tools it asks for, repeat.
+
+An assistant message without tool calls is the final answer. A tool that raises, an
+unknown tool name and arguments that do not validate are all fed back to the model as the
+tool's result, so it can correct itself; ``max_iter`` turns without a final answer fail
+the attempt with ``MaxIterationsError``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from crewline import events
+from crewline.calls import llm_call
+from crewline.effects import Call, Step
+from crewline.errors import MaxIterationsError
+from crewline.prepared import PreparedTask
+from crewline.transport import ToolCallRequest
+
+__all__ = ["agent_answer", "first_messages"]
+
+
+def first_messages(task: PreparedTask, context: str, feedback: list[str]
+                   ) -> list[dict[str, Any]]:
+    system = f"You are {task.role}."
+    if task.backstory:
+        system += f" {task.backstory}"
+    if task.goal:
+        system += f"\nYour personal goal is: {task.goal}"
+    user = f"Current task: {task.description}"
+    if task.expected_output:
+        user += f"\n\nThis is the expected criteria for your final answer: {task.expected_output}"
+    if context:
+        user += f"\n\nThis is the context you are working with:\n{context}"
+    if feedback:
+        notes = "\n".join(f"- {f}" for f in feedback)
+        user += ("\n\nEarlier answers to this task were rejected. Address this feedback:\n"
+                 f"{notes}")
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+def _render_result(result: Any) -> str:
+    if isinstance(result, str):
+        return result
+    try:
+        return json.dumps(result, default=str, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return str(result)
+
+
+def _run_tool(task: PreparedTask, call: ToolCallRequest) -> Step[str]:
+    tools = {t.name: t for t in task.agent.tools}
+    tool = tools.get(call.name)
+    error: str | None = None
+    if tool is None:
+        available = ", ".join(sorted(tools)) or "none"
+        error = f"unknown tool {call.name!r}; available tools: {available}"
+        result = f"Error: {error}"
+    else:
+        try:
+            kwargs = tool.parse_arguments(call.arguments)
+        except ValueError as exc:
+            error = str(exc)
+            result = f"Error: tool {call.name!r}: {error}"
+        else:
+            try:
+                result = _render_result((yield Call(tool.fn, (), kwargs)))
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                result = f"Error: tool {call.name!r} raised {error}"
+    if events.listening():
+        from crewline.usage import current_scope
+
+        scope = current_scope()
+        events.emit(events.ToolCalled(
+            run_id=scope.run_id if scope else "", task=task.name,
+            attempt=scope.attempt if scope else None, tool=call.name, ok=error is None,
+            error=error))
+    return result
+
+
+def agent_answer(task: PreparedTask, messages: list[dict[str, Any]],
+                 response_format: dict[str, Any] | None = None) -> Step[str]:
+    """Run the tool loop until the model gives a final answer; return its text."""
+    specs = [t.openai_spec() for t in task.agent.tools] or None
+    for _turn in range(task.agent.max_iter):
+        reply = yield from llm_call(task.llm, messages, purpose="agent", tools=specs,
+                                    response_format=response_format)
+        if not reply.tool_calls:
+            return reply.content or ""
+        messages.append({
+            "role": "assistant", "content": reply.content,
+            "tool_calls": [{"id": c.id, "type": "function",
+                            "function": {"name": c.name, "arguments": c.arguments}}
+                           for c in reply.tool_calls]})
+        for call in reply.tool_calls:
+            result = yield from _run_tool(task, call)
+            messages.append({"role": "tool", "tool_call_id": call.id, "name": call.name,
+                             "content": result})
+    raise MaxIterationsError(
+        f"agent {task.role!r} on task {task.name!r} made {task.agent.max_iter} model turns "
+        f"without a final answer (max_iter={task.agent.max_iter})")

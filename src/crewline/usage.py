@@ -1,0 +1,196 @@
+"""Usage is recorded, never diffed.
+
+Each LLM request yields one immutable ``UsageRecord``, appended to the usage scope that is
+current where the request was made. Scopes nest run > task > attempt and live in a
+``ContextVar``, so a record lands in the right place whether the request was made on the
+calling thread, a worker thread or an asyncio task. Every total is a sum of records: no
+figure is ever a before/after difference of a counter that concurrent work can move.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from decimal import Decimal
+from typing import Literal
+
+__all__ = ["Purpose", "Usage", "UsageRecord", "UsageScope", "current_scope"]
+
+Purpose = Literal["agent", "conversion", "guardrail", "tool", "manager"]
+Outcome = Literal["ok", "error"]
+
+_ZERO = Decimal(0)
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    """One LLM request, as the provider reported it and crewline priced it."""
+
+    id: str
+    run_id: str
+    task: str | None
+    attempt: int | None
+    agent: str | None
+    purpose: Purpose
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    cached_prompt_tokens: int
+    reasoning_tokens: int
+    cost: Decimal
+    priced: bool
+    latency_s: float
+    started_at: datetime
+    outcome: Outcome
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """A sum of usage records. ``requests`` counts successful requests only."""
+
+    requests: int = 0
+    failed_requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost: Decimal = field(default=_ZERO)
+
+    def __add__(self, other: Usage) -> Usage:
+        if not isinstance(other, Usage):
+            return NotImplemented
+        return Usage(
+            requests=self.requests + other.requests,
+            failed_requests=self.failed_requests + other.failed_requests,
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            total_tokens=self.total_tokens + other.total_tokens,
+            cached_prompt_tokens=self.cached_prompt_tokens + other.cached_prompt_tokens,
+            reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
+            cost=self.cost + other.cost,
+        )
+
+    def __radd__(self, other: object) -> Usage:
+        if other == 0:  # lets sum() start from its default 0
+            return self
+        return NotImplemented
+
+    @classmethod
+    def from_records(cls, records: Iterable[UsageRecord]) -> Usage:
+        requests = failed = prompt = completion = cached = reasoning = 0
+        cost = _ZERO
+        for r in records:
+            if r.outcome == "ok":
+                requests += 1
+            else:
+                failed += 1
+            prompt += r.prompt_tokens
+            completion += r.completion_tokens
+            cached += r.cached_prompt_tokens
+            reasoning += r.reasoning_tokens
+            cost += r.cost
+        return cls(requests, failed, prompt, completion, prompt + completion, cached,
+                   reasoning, cost)
+
+    def to_dict(self) -> dict[str, int | str]:
+        """JSON-friendly: the cost as a decimal string, so no float ever touches it."""
+        out: dict[str, int | str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = str(value) if isinstance(value, Decimal) else value
+        return out
+
+
+class UsageScope:
+    """A node of the run > task > attempt tree that collects records.
+
+    A record added to a scope is added to each of its ancestors too, under the run's one
+    lock, so the run scope always holds every record of the run, in completion order.
+    """
+
+    __slots__ = ("_lock", "_records", "agent", "attempt", "budgets", "kind", "limiters",
+                 "parent", "run_id", "task")
+
+    def __init__(self, kind: Literal["run", "task", "attempt"], *, run_id: str,
+                 parent: UsageScope | None = None, task: str | None = None,
+                 attempt: int | None = None, agent: str | None = None,
+                 budgets: tuple[object, ...] = (), limiters: tuple[object, ...] = ()) -> None:
+        self.kind = kind
+        self.limiters = limiters
+        self.run_id = run_id
+        self.parent = parent
+        self.task = task if task is not None else (parent.task if parent else None)
+        self.attempt = attempt if attempt is not None else (parent.attempt if parent else None)
+        self.agent = agent if agent is not None else (parent.agent if parent else None)
+        self.budgets = budgets
+        self._lock: threading.Lock = parent._lock if parent is not None else threading.Lock()
+        self._records: list[UsageRecord] = []
+
+    def child(self, kind: Literal["task", "attempt"], *, task: str | None = None,
+              attempt: int | None = None, agent: str | None = None,
+              budgets: tuple[object, ...] = ()) -> UsageScope:
+        return UsageScope(kind, run_id=self.run_id, parent=self, task=task, attempt=attempt,
+                          agent=agent, budgets=budgets)
+
+    def add(self, record: UsageRecord) -> None:
+        with self._lock:
+            scope: UsageScope | None = self
+            while scope is not None:
+                scope._records.append(record)
+                scope = scope.parent
+
+    @property
+    def records(self) -> tuple[UsageRecord, ...]:
+        with self._lock:
+            return tuple(self._records)
+
+    @property
+    def usage(self) -> Usage:
+        return Usage.from_records(self.records)
+
+    def all_budgets(self) -> tuple[object, ...]:
+        """``(budget, account key)`` pairs in force here, innermost first."""
+        out: list[object] = []
+        scope: UsageScope | None = self
+        while scope is not None:
+            out.extend(scope.budgets)
+            scope = scope.parent
+        return tuple(out)
+
+    def all_limiters(self) -> tuple[object, ...]:
+        out: list[object] = []
+        scope: UsageScope | None = self
+        while scope is not None:
+            out.extend(scope.limiters)
+            scope = scope.parent
+        return tuple(out)
+
+    @contextmanager
+    def entered(self) -> Iterator[UsageScope]:
+        """Make this the current scope until the block ends (in this context only)."""
+        token = _current.set(self)
+        try:
+            yield self
+        finally:
+            _current.reset(token)
+
+    def __repr__(self) -> str:
+        return (f"UsageScope({self.kind}, run_id={self.run_id!r}, task={self.task!r}, "
+                f"attempt={self.attempt!r}, records={len(self._records)})")
+
+
+_current: ContextVar[UsageScope | None] = ContextVar("crewline_usage_scope", default=None)
+
+
+def current_scope() -> UsageScope | None:
+    """The usage scope that an LLM request made here would be recorded in."""
+    return _current.get()
