@@ -1,0 +1,88 @@
+"""An in-process model for fast unit tests: no HTTP, no litellm, the same counting.
+
+``ScriptedModel`` is a ``Transport``: pass it as ``LLM(model=..., transport=model)``. It
+answers with the fake server's own logic (rules, scripted replies, injected failures,
+deterministic word-count usage), so a figure checked against ``model.totals()`` means the
+same as one checked against a ``FakeLLMServer``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from crewline.errors import ProviderError
+from crewline.testing.server import Condition, FakeLLMServer, Reply, Served, ServedTotals
+from crewline.transport import ChatResponse, ToolCallRequest
+
+__all__ = ["ScriptedModel"]
+
+_RETRYABLE = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
+
+
+class ScriptedModel:
+    """Replies in order (the last repeats), or by rule; counts what it answered."""
+
+    def __init__(self, *replies: Reply | str,
+                 script: Callable[[Served], Reply | str | None] | None = None,
+                 latency: float = 0.0) -> None:
+        self._core = FakeLLMServer(script=script)  # never started: its logic, not its socket
+        self.latency = latency
+        if replies:
+            self._core.add_rule(None, *replies)
+
+    def add_rule(self, when: Condition, *replies: Reply | str, times: int | None = None
+                 ) -> None:
+        self._core.add_rule(when, *replies, times=times)
+
+    @property
+    def served(self) -> list[Served]:
+        return self._core.served
+
+    def totals(self, marker: str | None = None) -> ServedTotals:
+        return self._core.totals(marker)
+
+    def reset(self) -> None:
+        self._core.reset()
+
+    def _answer(self, request: dict[str, Any]) -> tuple[float, Served, bytes, dict[str, str]]:
+        payload = {k: v for k, v in request.items()
+                   if k not in ("api_key", "api_base", "max_retries", "timeout")}
+        served, wait, body, headers = self._core.serve_locally(json.dumps(payload).encode())
+        return self.latency + wait, served, body, dict(headers)
+
+    def _response(self, served: Served, body: bytes, headers: dict[str, str]) -> ChatResponse:
+        if served.status != 200:
+            retry_after = headers.get("Retry-After")
+            raise ProviderError(
+                f"model {served.model!r}: provider request failed (status {served.status}): "
+                f"{served.content or ''}", model=served.model, status=served.status,
+                retryable=served.status in _RETRYABLE,
+                retry_after=float(retry_after) if retry_after else None)
+        data = json.loads(body)
+        message = data["choices"][0]["message"]
+        calls = tuple(ToolCallRequest(id=c["id"], name=c["function"]["name"],
+                                      arguments=c["function"]["arguments"])
+                      for c in message.get("tool_calls") or ())
+        usage = data["usage"]
+        return ChatResponse(
+            content=message.get("content"), tool_calls=calls,
+            prompt_tokens=usage["prompt_tokens"], completion_tokens=usage["completion_tokens"],
+            cached_prompt_tokens=usage["prompt_tokens_details"]["cached_tokens"],
+            reasoning_tokens=usage["completion_tokens_details"]["reasoning_tokens"],
+            finish_reason=data["choices"][0].get("finish_reason"))
+
+    def complete(self, request: dict[str, Any]) -> ChatResponse:
+        wait, served, body, headers = self._answer(request)
+        if wait > 0:
+            time.sleep(wait)
+        return self._response(served, body, headers)
+
+    async def acomplete(self, request: dict[str, Any]) -> ChatResponse:
+        wait, served, body, headers = self._answer(request)
+        if wait > 0:
+            await asyncio.sleep(wait)
+        return self._response(served, body, headers)
