@@ -1,0 +1,22 @@
+"""Budgets that cap what crews spend, and the ledgers that keep their accounts.
+
+``Budget`` is the definition a user writes; ``Reservation`` is one held request; a ``Ledger``
+(``InMemoryLedger`` in this process, ``SQLiteLedger`` across processes and restarts) is where
+spend and holds are counted. Amounts are ``Decimal`` dollars plus token and request counts.
+"""
+
+from crewline.budget.amount import Amount, Limit
+from crewline.budget.budget import Budget, Reservation, reserve_all
+from crewline.budget.ledger import InMemoryLedger, Ledger
+from crewline.budget.sqlite import SQLiteLedger
+
+__all__ = [
+    "Amount",
+    "Budget",
+    "InMemoryLedger",
+    "Ledger",
+    "Limit",
+    "Reservation",
+    "SQLiteLedger",
+    "reserve_all",
+]

@@ -1,0 +1,164 @@
+"""Where a budget's spend and holds live: the ``Ledger`` protocol and its in-memory form.
+
+A ledger knows nothing about budgets, periods or runs. It keeps, per account (a plain
+string the ``Budget`` chooses), what was spent and what is held by open reservations, and it
+answers one question atomically: does this amount still fit under that limit? Keeping the
+check and the hold in one atomic step is the whole point: a check followed by a separate
+write is how concurrent callers overshoot a cap.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from decimal import Decimal
+from typing import Protocol, runtime_checkable
+
+from crewline.budget.amount import Amount, Limit
+
+__all__ = ["InMemoryLedger", "Ledger", "LimitExceeded", "check_fits", "new_reservation_id"]
+
+_NOTHING = Amount()
+
+
+class LimitExceeded(Exception):
+    """Raised by a ledger when a reservation does not fit; ``Budget`` turns it into a
+    ``BudgetExceededError`` that names the budget and its period."""
+
+    def __init__(self, account: str, dimension: str, *, asked: Decimal | int,
+                 left: Decimal | int, limit: Decimal | int) -> None:
+        super().__init__(f"account {account!r} over its {dimension} limit: "
+                         f"asked {asked}, {left} left of {limit}")
+        self.account = account
+        self.dimension = dimension
+        self.asked = asked
+        self.left = left
+        self.limit = limit
+
+
+@runtime_checkable
+class Ledger(Protocol):
+    """Spend and holds per account; every method is safe to call from any thread."""
+
+    def reserve(self, account: str, amount: Amount, limit: Limit) -> str:
+        """Atomically: if spent(account) + reserved(account) + amount fits `limit` in every
+        capped dimension, hold `amount` and return a reservation id; else raise
+        LimitExceeded naming the first dimension that does not fit, what was asked and what
+        is left (limit - spent - reserved, never negative)."""
+        ...
+
+    def settle(self, reservation_id: str, actual: Amount) -> None:
+        """Drop the hold and add `actual` to spent, even when it exceeds the hold: real spend
+        is always recorded. An unknown or already settled id is a no-op."""
+        ...
+
+    def release(self, reservation_id: str) -> None:
+        """Drop the hold and spend nothing; idempotent."""
+        ...
+
+    def record(self, account: str, amount: Amount) -> None:
+        """Add spend that had no reservation; never refused, because it already happened."""
+        ...
+
+    def spent(self, account: str) -> Amount:
+        """Everything settled or recorded on `account`."""
+        ...
+
+    def reserved(self, account: str) -> Amount:
+        """The sum of the open holds on `account`."""
+        ...
+
+
+def check_fits(account: str, spent: Amount, reserved: Amount, amount: Amount,
+               limit: Limit) -> None:
+    """Raise ``LimitExceeded`` unless ``amount`` fits on top of ``spent + reserved``.
+
+    Shared by every ledger so the arithmetic (and what "left" means) is written once.
+    """
+    dimension = limit.first_exceeded(spent + reserved + amount)
+    if dimension is None:
+        return
+    asked: Decimal | int
+    left: Decimal | int
+    cap: Decimal | int | None
+    if dimension == "cost":
+        asked, cap = amount.cost, limit.cost
+        assert cap is not None  # first_exceeded only names capped dimensions
+        left = max(cap - spent.cost - reserved.cost, Decimal(0))
+    else:
+        asked = getattr(amount, dimension)
+        cap = getattr(limit, dimension)
+        assert cap is not None
+        left = max(cap - getattr(spent, dimension) - getattr(reserved, dimension), 0)
+    raise LimitExceeded(account, dimension, asked=asked, left=left, limit=cap)
+
+
+def new_reservation_id() -> str:
+    """Random ids, so processes sharing a ledger never collide without coordinating."""
+    return uuid.uuid4().hex
+
+
+class InMemoryLedger:
+    """A ledger in this process's memory, guarded by one lock.
+
+    Critical sections are a few dict operations and never block, sleep or await, so the
+    same ledger is safe to use from threads and from asyncio code at once. Spend is lost
+    when the process exits; use ``SQLiteLedger`` for spend that must outlive it.
+    """
+
+    __slots__ = ("_holds", "_lock", "_reserved", "_spent")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._spent: dict[str, Amount] = {}
+        self._reserved: dict[str, Amount] = {}
+        self._holds: dict[str, tuple[str, Amount]] = {}
+
+    def reserve(self, account: str, amount: Amount, limit: Limit) -> str:
+        reservation_id = new_reservation_id()
+        with self._lock:
+            reserved = self._reserved.get(account, _NOTHING)
+            check_fits(account, self._spent.get(account, _NOTHING), reserved, amount, limit)
+            self._reserved[account] = reserved + amount
+            self._holds[reservation_id] = (account, amount)
+        return reservation_id
+
+    def settle(self, reservation_id: str, actual: Amount) -> None:
+        with self._lock:
+            account = self._drop_hold(reservation_id)
+            if account is not None:
+                self._spent[account] = self._spent.get(account, _NOTHING) + actual
+
+    def release(self, reservation_id: str) -> None:
+        with self._lock:
+            self._drop_hold(reservation_id)
+
+    def record(self, account: str, amount: Amount) -> None:
+        with self._lock:
+            self._spent[account] = self._spent.get(account, _NOTHING) + amount
+
+    def spent(self, account: str) -> Amount:
+        with self._lock:
+            return self._spent.get(account, _NOTHING)
+
+    def reserved(self, account: str) -> Amount:
+        with self._lock:
+            return self._reserved.get(account, _NOTHING)
+
+    def _drop_hold(self, reservation_id: str) -> str | None:
+        """Remove a hold (caller holds the lock); the account it was on, or None if unknown."""
+        hold = self._holds.pop(reservation_id, None)
+        if hold is None:
+            return None
+        account, amount = hold
+        remaining = self._reserved.get(account, _NOTHING) - amount
+        if remaining == _NOTHING:
+            self._reserved.pop(account, None)
+        else:
+            self._reserved[account] = remaining
+        return account
+
+    def __repr__(self) -> str:
+        with self._lock:
+            return (f"InMemoryLedger(accounts={len(self._spent.keys() | self._reserved.keys())}, "
+                    f"open_reservations={len(self._holds)})")
