@@ -121,7 +121,7 @@ def _record(scope: UsageScope, llm: LLM, purpose: Purpose, price: Price,
 def _backoff(llm: LLM, retry: int, error: ProviderError) -> float:
     if error.retry_after is not None:
         return min(error.retry_after, _MAX_BACKOFF)
-    base = llm.retry_backoff * (2 ** (retry - 1))
+    base: float = llm.retry_backoff * (2 ** (retry - 1))
     return min(base * random.uniform(0.5, 1.0), _MAX_BACKOFF)
 
 

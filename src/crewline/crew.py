@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from crewline.agent import Agent
+from crewline.errors import CrewlineError
 from crewline.llm import LLM
 from crewline.outputs import CrewOutput
 from crewline.ratelimit import RateLimiter
@@ -139,7 +140,11 @@ class Crew(BaseModel):
 
         return await execute_async(self._run(inputs, budget, listeners))
 
-    akickoff = kickoff_async
+    async def akickoff(self, inputs: Mapping[str, Any] | None = None, *,
+                       budget: Budget | None = None,
+                       listeners: Sequence[Any] = ()) -> CrewOutput:
+        """Alias of ``kickoff_async``."""
+        return await self.kickoff_async(inputs, budget=budget, listeners=listeners)
 
     def kickoff_for_each(self, inputs: Sequence[Mapping[str, Any]], *,
                          budget: Budget | None = None,
@@ -148,7 +153,14 @@ class Crew(BaseModel):
         from crewline.execution import execute
 
         runs = self._batch(inputs, budget, listeners)
-        return [execute(run) for run in runs]
+        outputs: list[CrewOutput] = []
+        for run in runs:
+            try:
+                outputs.append(execute(run))
+            except CrewlineError as exc:
+                exc.attach_spend([r for each in runs for r in each.scope.records])
+                raise
+        return outputs
 
     async def kickoff_for_each_async(self, inputs: Sequence[Mapping[str, Any]], *,
                                      max_concurrency: int | None = None,
@@ -175,8 +187,9 @@ class Crew(BaseModel):
                 started = [group.create_task(one(run)) for run in runs]
         except BaseExceptionGroup as group_error:
             first, *rest = group_error.exceptions
-            if hasattr(first, "other_errors"):
+            if isinstance(first, CrewlineError):
                 first.other_errors = (*first.other_errors, *rest)
+                first.attach_spend([r for each in runs for r in each.scope.records])
             raise first from None
         return [t.result() for t in started]
 

@@ -176,7 +176,7 @@ def emit(event: Event) -> None:
     snapshot = _handlers
     targets: list[Handler] = []
     for cls in type(event).__mro__:
-        targets.extend(snapshot.get(cls, ()))  # type: ignore[call-overload]
+        targets.extend(snapshot.get(cls, ()))
     targets.extend(_run_listeners.get())
     for handler in targets:
         try:

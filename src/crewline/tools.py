@@ -110,7 +110,7 @@ def _build(fn: Callable[..., Any], name: str | None, description: str | None) ->
 
         default = ... if param.default is param.empty else param.default
         fields[pname] = (annotation, Field(default, description=param_docs.get(pname)))
-    args_model = create_model(  # type: ignore[call-overload]
+    args_model = create_model(
         f"{tool_name}_arguments", __config__=ConfigDict(extra="forbid"), **fields)
     schema = args_model.model_json_schema()
     schema.pop("title", None)

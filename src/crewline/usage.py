@@ -128,9 +128,12 @@ class UsageScope:
         self.limiters = limiters
         self.run_id = run_id
         self.parent = parent
-        self.task = task if task is not None else (parent.task if parent else None)
-        self.attempt = attempt if attempt is not None else (parent.attempt if parent else None)
-        self.agent = agent if agent is not None else (parent.agent if parent else None)
+        self.task: str | None = task if task is not None else (
+            parent.task if parent else None)
+        self.attempt: int | None = attempt if attempt is not None else (
+            parent.attempt if parent else None)
+        self.agent: str | None = agent if agent is not None else (
+            parent.agent if parent else None)
         self.budgets = budgets
         self._lock: threading.Lock = parent._lock if parent is not None else threading.Lock()
         self._records: list[UsageRecord] = []
