@@ -16,12 +16,15 @@ from crewline.conversion import convert, response_format_for
 from crewline.effects import Call, Step
 from crewline.errors import CallbackError, ConversionError, GuardrailError
 from crewline.guardrail import check_output
+from crewline.log import get_logger
 from crewline.outputs import Attempt, GuardrailVerdict, TaskOutput
 from crewline.prepared import PreparedTask
 from crewline.turns import agent_answer, first_messages
 from crewline.usage import UsageScope
 
 __all__ = ["run_task"]
+
+_log = get_logger("crewline.task")
 
 
 def _max_attempts(task: PreparedTask) -> int:
@@ -77,6 +80,7 @@ def run_task(task: PreparedTask, context: str, parent: UsageScope,
                         break
                     last_feedback = value
                     feedback.append(str(value))
+                    _log.warning("attempt rejected", feedback=str(value)[:300])
                     if events.listening():
                         events.emit(events.AttemptFailed(run_id=run_id, task=task.name,
                                                          attempt=number, reason=str(value)))
@@ -100,8 +104,10 @@ def run_task(task: PreparedTask, context: str, parent: UsageScope,
                     run_id=run_id, task=task.name, agent=task.role, ok=False,
                     attempts=len(attempts), usage=scope.usage, error=repr(exc)))
             raise
+        usage = output.usage
+        _log.info("task finished", attempts=len(attempts), requests=usage.requests,
+                  total_tokens=usage.total_tokens, cost=str(usage.cost))
         if events.listening():
             events.emit(events.TaskFinished(run_id=run_id, task=task.name, agent=task.role,
-                                            ok=True, attempts=len(attempts),
-                                            usage=output.usage))
+                                            ok=True, attempts=len(attempts), usage=usage))
         return output

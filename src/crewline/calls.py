@@ -19,6 +19,7 @@ from crewline import events
 from crewline.budget.amount import Amount
 from crewline.errors import BudgetExceededError, DefinitionError, ProviderError
 from crewline.effects import Send, Sleep, Step
+from crewline.log import get_logger
 from crewline.pricing import Price, price_of
 from crewline.ratelimit import RateLimiter
 from crewline.transport import DEFAULT_TRANSPORT, ChatResponse, litellm_module
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["build_request", "llm_call"]
 
 _MAX_BACKOFF = 60.0
+_log = get_logger("crewline.llm")
 
 
 def build_request(llm: LLM, messages: list[dict[str, Any]], *,
@@ -162,7 +164,10 @@ def llm_call(llm: LLM, messages: list[dict[str, Any]], *, purpose: Purpose,
                                                    error=exc.message))
             if exc.retryable and retry < llm.num_retries:
                 retry += 1
-                yield Sleep(_backoff(llm, retry, exc))
+                delay = _backoff(llm, retry, exc)
+                _log.warning("provider error, retrying", model=llm.model, status=exc.status,
+                             kind=exc.kind, retry=retry, delay_s=round(delay, 3))
+                yield Sleep(delay)
                 continue
             raise
         except BaseException:

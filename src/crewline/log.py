@@ -48,7 +48,8 @@ def get_logger(name: str = "crewline") -> Any:
     """A structlog logger writing to the stdlib logger ``name``."""
     return structlog.wrap_logger(
         logging.getLogger(name),
-        processors=[*_PRE_CHAIN, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        processors=[structlog.stdlib.filter_by_level, *_PRE_CHAIN,
+                    structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         wrapper_class=structlog.stdlib.BoundLogger,
     )
 

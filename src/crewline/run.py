@@ -20,6 +20,7 @@ from structlog.contextvars import bound_contextvars
 from crewline import events
 from crewline.attempts import run_task
 from crewline.effects import Step
+from crewline.log import get_logger
 from crewline.errors import CrewlineError, DefinitionError, InputError
 from crewline.outputs import CrewOutput, TaskOutput
 from crewline.prepared import PreparedTask
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
     from crewline.crew import Crew
 
 __all__ = ["Run", "prepare_tasks", "task_name"]
+
+_log = get_logger("crewline.run")
 
 
 def task_name(index: int, explicit: str | None) -> str:
@@ -139,16 +142,23 @@ class Run:
             if events.listening():
                 events.emit(events.KickoffStarted(run_id=self.id, tasks=len(self.tasks),
                                                   inputs=tuple(sorted(self.inputs))))
+            _log.info("kickoff started", tasks=len(self.tasks))
             try:
                 yield
             except BaseException as exc:
+                usage = self.scope.usage
+                _log.warning("kickoff failed", error=str(exc)[:300], error_type=type(exc).__name__,
+                             requests=usage.requests, failed_requests=usage.failed_requests,
+                             total_tokens=usage.total_tokens, cost=str(usage.cost))
                 if events.listening():
-                    events.emit(events.KickoffFinished(run_id=self.id, usage=self.scope.usage,
+                    events.emit(events.KickoffFinished(run_id=self.id, usage=usage,
                                                        ok=False, error=repr(exc)))
                 raise
+            usage = self.scope.usage
+            _log.info("kickoff finished", requests=usage.requests,
+                      total_tokens=usage.total_tokens, cost=str(usage.cost))
             if events.listening():
-                events.emit(events.KickoffFinished(run_id=self.id, usage=self.scope.usage,
-                                                   ok=True))
+                events.emit(events.KickoffFinished(run_id=self.id, usage=usage, ok=True))
 
     def error(self, fallback: BaseException | None = None) -> BaseException:
         """The one exception the kickoff raises: the first failure, carrying the spend."""

@@ -164,18 +164,20 @@ class LiteLLMTransport:
         try:
             response = litellm.completion(**request)
         except Exception as exc:
-            raise provider_error(exc, model=request["model"],
-                                 secret=request.get("api_key")) from None
-        return _read(response)
+            error = provider_error(exc, model=request["model"], secret=request.get("api_key"))
+        else:
+            return _read(response)
+        raise error  # outside the except block: the SDK's exception (and key) is not chained
 
     async def acomplete(self, request: dict[str, Any]) -> ChatResponse:
         litellm = litellm_module()
         try:
             response = await litellm.acompletion(**request)
         except Exception as exc:
-            raise provider_error(exc, model=request["model"],
-                                 secret=request.get("api_key")) from None
-        return _read(response)
+            error = provider_error(exc, model=request["model"], secret=request.get("api_key"))
+        else:
+            return _read(response)
+        raise error  # outside the except block: the SDK's exception (and key) is not chained
 
 
 DEFAULT_TRANSPORT = LiteLLMTransport()

@@ -1,0 +1,43 @@
+"""An API key never shows in logs, events, reprs or error texts, even when a run fails."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import pytest
+
+from crewline import LLM, Agent, Crew, CrewlineError, Task, log
+from crewline.testing import FakeLLMServer, Reply
+
+SECRET = "sk-live-THIS-MUST-NEVER-LEAK-1234567890"
+
+
+@pytest.mark.parametrize("renderer", ["json", "console"])
+def test_failing_run_leaks_no_secret(renderer: str) -> None:
+    stream = io.StringIO()
+    log.configure(renderer, "DEBUG", stream=stream)
+    seen_events: list[str] = []
+    try:
+        with FakeLLMServer() as server:
+            # a provider that echoes the key back in its error message, as some do
+            server.add_rule(None, Reply(status=401, content=f"Invalid key {SECRET}"))
+            llm = LLM(model="openai/gpt-4o-mini", base_url=server.base_url, api_key=SECRET,
+                      num_retries=0)
+            agent = Agent(role="A", llm=llm)
+            crew = Crew(agents=[agent], llm=llm, tasks=[Task(description="go", agent=agent)])
+            with pytest.raises(CrewlineError) as info:
+                crew.kickoff(listeners=[lambda e: seen_events.append(
+                    repr(e) + e.model_dump_json())])
+    finally:
+        logging.getLogger("crewline").handlers.clear()
+    err = info.value
+    texts = [stream.getvalue(), *seen_events, repr(crew), str(crew), repr(llm),
+             llm.model_dump_json(), str(err), repr(err), repr(err.usage_records),
+             repr(err.__cause__), repr(err.__context__)]
+    assert stream.getvalue().strip(), "the run must have logged something"
+    assert "kickoff failed" in stream.getvalue()
+    assert seen_events, "the run must have emitted events"
+    for text in texts:
+        assert SECRET not in text
+    assert "Invalid key ***" in str(err)  # the provider's message kept, the key masked
