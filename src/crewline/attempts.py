@@ -59,12 +59,14 @@ def run_task(task: PreparedTask, context: str, parent: UsageScope,
         if events.listening():
             events.emit(events.TaskStarted(run_id=run_id, task=task.name, agent=task.role))
         attempts: list[Attempt] = []
+        started = 0
         try:
             response_format = response_format_for(task)
             feedback: list[str] = []
             accepted: TaskOutput | None = None
             last_feedback: Any = None
             for number in range(1, _max_attempts(task) + 1):
+                started = number
                 attempt_scope = scope.child("attempt", attempt=number)
                 with attempt_scope.entered(), bound_contextvars(attempt=number):
                     if events.listening():
@@ -102,7 +104,7 @@ def run_task(task: PreparedTask, context: str, parent: UsageScope,
             if events.listening():
                 events.emit(events.TaskFinished(
                     run_id=run_id, task=task.name, agent=task.role, ok=False,
-                    attempts=len(attempts), usage=scope.usage, error=repr(exc)))
+                    attempts=started, usage=scope.usage, error=repr(exc)))
             raise
         usage = output.usage
         _log.info("task finished", attempts=len(attempts), requests=usage.requests,

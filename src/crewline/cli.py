@@ -1,0 +1,449 @@
+"""``crewline``: run a crew file, or the offline demo.
+
+Exit codes: 0 the run succeeded; 1 the run failed (a provider error, a budget, exhausted
+guardrails...) and what it spent is still reported; 2 a mistake the user can fix (the
+arguments, the crew file, a missing input), reported as one ``crewline: error:`` line,
+never with a traceback. With ``--json`` stdout holds exactly one JSON object; progress
+and logs always go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any, NoReturn, TextIO
+
+from crewline import Usage, UsageRecord, __version__
+
+__all__ = ["dollars", "main", "usage_table"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class UsageError(Exception):
+    """A mistake on the command line or in its files: one line on stderr, exit 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="crewline", description=(
+        "Run crews of LLM agents with exact usage and cost accounting."))
+    parser.add_argument("--version", action="version", version=f"crewline {__version__}")
+    commands = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run", help="run a crew file and print its output and usage",
+        description="Run the crew in a YAML crew file, then print its final output and a "
+                    "usage table (or one JSON object with --json). Tools are imported from "
+                    "the current directory too.")
+    run.add_argument("crew", metavar="CREW.yaml", help="the crew file")
+    run.add_argument("--input", "-i", action="append", default=[], metavar="KEY=VALUE",
+                     help="a value for a {placeholder} (repeatable)")
+    run.add_argument("--inputs-json", metavar="FILE",
+                     help="a JSON object of inputs ('-' reads stdin); --input wins")
+    run.add_argument("--model", metavar="MODEL",
+                     help="use this model for every agent (e.g. openai/gpt-4o-mini)")
+    run.add_argument("--json", action="store_true",
+                     help="print one JSON object (output and usage) on stdout")
+    run.add_argument("--budget-usd", metavar="USD",
+                     help="refuse any request that could take the run past this many dollars")
+
+    demo = commands.add_parser(
+        "demo", help="run the example crew offline, many at once, against a fake server",
+        description="Start a fake OpenAI-compatible server in this process, run the example "
+                    "research crew on many topics concurrently, and check that the usage "
+                    "crewline reports equals what the server served.")
+    demo.add_argument("--crews", type=_positive_int, default=20, metavar="N",
+                      help="how many crews to run concurrently (default: 20)")
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``crewline`` command; returns the exit code."""
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help and --version
+        return exc.code if isinstance(exc.code, int) else EXIT_OK
+    except UsageError as exc:
+        return _user_error(str(exc))
+    try:
+        _configure_logging()
+        if args.command == "run":
+            return _run(args)
+        if args.command == "demo":
+            return _demo(args)
+        raise UsageError("name a command: 'crewline run CREW.yaml' or 'crewline demo' "
+                         "(see 'crewline --help')")
+    except UsageError as exc:
+        return _user_error(str(exc))
+    except KeyboardInterrupt as exc:
+        usage = getattr(exc, "usage", None)  # a run's interruption carries what it spent
+        spent = (f" after {usage.requests} requests, {dollars(usage.cost)}"
+                 if isinstance(usage, Usage) else "")
+        print(f"crewline: interrupted{spent}", file=sys.stderr)
+        return 130
+
+
+def _user_error(message: str) -> int:
+    print(f"crewline: error: {_one_line(message)}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _configure_logging() -> None:
+    from crewline import log
+
+    try:
+        log.configure(level=os.environ.get("CREWLINE_LOG_LEVEL") or "WARNING")
+    except ValueError as exc:
+        raise UsageError(f"logging: {exc}") from None
+
+
+# -- crewline run ------------------------------------------------------------------------
+
+
+def _run(args: argparse.Namespace) -> int:
+    from crewline import CrewlineError, DefinitionError, InputError
+    from crewline.crewfile import load_crew
+
+    inputs = _inputs(args.input, args.inputs_json)
+    budget = _budget(args.budget_usd)
+    if args.model is not None and not args.model.strip():
+        raise UsageError("--model needs a model name")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # tools in the current directory, as python -m
+    try:
+        crew = load_crew(args.crew, model=args.model)
+    except DefinitionError as exc:
+        raise UsageError(str(exc)) from None
+    progress = Progress(sys.stderr, live=_is_terminal(sys.stderr))
+    try:
+        output = crew.kickoff(inputs=inputs, budget=budget, listeners=[progress])
+    except InputError as exc:
+        hint = f"; pass --input {exc.placeholder}=..." if exc.placeholder else ""
+        raise UsageError(f"{exc}{hint}") from None
+    except CrewlineError as exc:
+        progress.finish()
+        return _report_failure(exc, progress, as_json=args.json)
+    progress.finish()
+    if args.json:
+        _print_json(_success_json(output))
+    else:
+        print(output.raw)
+        print()
+        print(usage_table(
+            [("task", [(t.name, t.usage) for t in output.tasks_output]),
+             ("agent", sorted(output.usage_by_agent.items()))],
+            output.usage))
+        _print_unpriced_note(output.usage_records)
+    return EXIT_OK
+
+
+def _unpriced(records: Iterable[UsageRecord]) -> list[str]:
+    return sorted({r.model for r in records if not r.priced and r.outcome == "ok"})
+
+
+def _print_unpriced_note(records: Iterable[UsageRecord]) -> None:
+    models = _unpriced(records)
+    if models:
+        print(f"note: no price is known for {', '.join(models)}; its requests count as $0 "
+              "(set input_cost_per_token and output_cost_per_token in the crew file's llm)")
+
+
+def _inputs(pairs: Sequence[str], json_file: str | None) -> dict[str, Any]:
+    inputs: dict[str, Any] = {}
+    if json_file is not None:
+        try:
+            text = sys.stdin.read() if json_file == "-" else _read_text(json_file)
+            loaded = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"--inputs-json {json_file}: invalid JSON at line {exc.lineno}, "
+                             f"column {exc.colno}: {exc.msg}") from None
+        if not isinstance(loaded, dict):
+            raise UsageError(f"--inputs-json {json_file}: expected a JSON object of inputs, "
+                             f"got {type(loaded).__name__}")
+        inputs.update(loaded)
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not _NAME.fullmatch(key):
+            raise UsageError(f"--input {pair!r}: expected KEY=VALUE, where KEY is a "
+                             "placeholder name such as topic")
+        inputs[key] = value
+    return inputs
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as file:
+            return file.read()
+    except OSError as exc:
+        raise UsageError(f"{path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not UTF-8 text") from None
+
+
+def _budget(text: str | None) -> Any:
+    if text is None:
+        return None
+    from crewline import Budget
+
+    try:
+        amount = Decimal(text.strip().removeprefix("$"))
+    except InvalidOperation:
+        raise UsageError(f"--budget-usd: expected a number of dollars, got {text!r}") from None
+    if not amount.is_finite() or amount < 0:
+        raise UsageError(f"--budget-usd: expected a finite amount >= 0, got {text!r}")
+    return Budget(max_cost=amount, name="cli")
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty() and os.environ.get("TERM") != "dumb"
+    except (AttributeError, ValueError):
+        return False
+
+
+def _report_failure(exc: Any, progress: Progress, *, as_json: bool) -> int:
+    records: tuple[UsageRecord, ...] = exc.usage_records
+    by_task = _group(records, "task")
+    names = [state.name for state in progress.tasks()]
+    names += [name for name in by_task if name not in names]
+    if as_json:
+        states = {state.name: state for state in progress.tasks()}
+        tasks = []
+        for name in names:
+            state = states.get(name)
+            tasks.append({
+                "name": name, "raw": None,
+                "agent": state.agent if state else _agent_of(records, name),
+                "usage": by_task.get(name, Usage()).to_dict(),
+                "attempts": state.attempts if state else _attempts_of(records, name),
+                "ok": state.status == "done" if state else False,
+            })
+        _print_json({
+            "ok": False,
+            "run_id": progress.run_id or (records[0].run_id if records else None),
+            "raw": None,
+            "tasks": tasks,
+            "usage": exc.usage.to_dict(),
+            "usage_by_agent": {k: v.to_dict() for k, v in _group(records, "agent").items()},
+            "unpriced_models": _unpriced(records),
+            "error": _one_line(str(exc)),
+        })
+    else:
+        print(usage_table(
+            [("task", [(name, by_task.get(name, Usage())) for name in names]),
+             ("agent", sorted(_group(records, "agent").items()))],
+            exc.usage, total_label="spent"))
+        _print_unpriced_note(records)
+    print(f"error: {_one_line(str(exc))}", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def _group(records: Iterable[UsageRecord], field: str) -> dict[str, Usage]:
+    grouped: dict[str, list[UsageRecord]] = {}
+    for record in records:
+        grouped.setdefault(getattr(record, field) or "", []).append(record)
+    return {key: Usage.from_records(items) for key, items in grouped.items()}
+
+
+def _agent_of(records: Iterable[UsageRecord], task: str) -> str:
+    return next((r.agent or "" for r in records if r.task == task), "")
+
+
+def _attempts_of(records: Iterable[UsageRecord], task: str) -> int:
+    return max((r.attempt or 0 for r in records if r.task == task), default=0)
+
+
+def _success_json(output: Any) -> dict[str, Any]:
+    return {
+        "ok": True,
+        "run_id": output.run_id,
+        "raw": output.raw,
+        "tasks": [{"name": t.name, "raw": t.raw, "agent": t.agent,
+                   "usage": t.usage.to_dict(), "attempts": len(t.attempts), "ok": True,
+                   "json_dict": t.json_dict}
+                  for t in output.tasks_output],
+        "usage": output.usage.to_dict(),
+        "usage_by_agent": {k: v.to_dict() for k, v in output.usage_by_agent.items()},
+        "unpriced_models": _unpriced(output.usage_records),
+        "error": None,
+    }
+
+
+def _print_json(document: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=False, default=str) + "\n")
+    sys.stdout.flush()
+
+
+# -- progress ----------------------------------------------------------------------------
+
+
+@dataclass
+class TaskState:
+    name: str
+    agent: str
+    status: str = "started"
+    attempts: int = 0
+    note: str = ""
+
+
+class Progress:
+    """An event listener that shows each task's progress on ``stream``.
+
+    On a terminal it keeps one live line per task, redrawn in place; otherwise it writes one
+    plain line per event. Events arrive from whichever thread runs the task, so every
+    change and every write happens under one lock.
+    """
+
+    def __init__(self, stream: TextIO, *, live: bool) -> None:
+        self._stream = stream
+        self._live = live
+        self._lock = threading.Lock()
+        self._tasks: dict[str, TaskState] = {}
+        self._drawn = 0
+        self.run_id: str | None = None
+
+    def __call__(self, event: object) -> None:
+        from crewline.events import AttemptFailed, AttemptStarted, TaskFinished, TaskStarted
+
+        with self._lock:
+            self.run_id = self.run_id or getattr(event, "run_id", None)
+            if isinstance(event, TaskStarted):
+                state = self._tasks[event.task] = TaskState(event.task, event.agent)
+                self._show(state, "started" if self._live else f"started ({event.agent})")
+            elif isinstance(event, AttemptStarted) and event.task in self._tasks:
+                state = self._tasks[event.task]
+                state.status, state.attempts = "running", event.attempt
+                if event.attempt > 1 or self._live:
+                    self._show(state, f"attempt {event.attempt} running")
+            elif isinstance(event, AttemptFailed) and event.task in self._tasks:
+                state = self._tasks[event.task]
+                state.note = f"attempt {event.attempt} rejected: {_short(event.reason)}"
+                self._show(state, state.note)
+            elif isinstance(event, TaskFinished) and event.task in self._tasks:
+                state = self._tasks[event.task]
+                # an attempt cut short by an error is not in event.attempts, but it started
+                state.attempts = max(state.attempts, event.attempts)
+                state.status = "done" if event.ok else "failed"
+                tries = f"{state.attempts} attempt{'s' if state.attempts != 1 else ''}"
+                spent = (f"{event.usage.requests} request"
+                         f"{'s' if event.usage.requests != 1 else ''}, "
+                         f"{dollars(event.usage.cost)}")
+                self._show(state, f"{state.status} after {tries} ({spent})")
+
+    def _show(self, state: TaskState, message: str) -> None:
+        if not self._live:
+            self._stream.write(f"[crewline] {state.name}: {message}\n")
+            self._stream.flush()
+            return
+        state.note = message
+        width = max(len(s.name) for s in self._tasks.values())
+        agent_width = max(len(s.agent) for s in self._tasks.values())
+        up = f"\x1b[{self._drawn}F" if self._drawn else ""
+        lines = [f"\x1b[2K  {s.name:<{width}}  {s.agent:<{agent_width}}  {s.note}"
+                 for s in self._tasks.values()]
+        self._stream.write(up + "\n".join(lines) + "\n")
+        self._stream.flush()
+        self._drawn = len(lines)
+
+    def tasks(self) -> list[TaskState]:
+        with self._lock:
+            return list(self._tasks.values())
+
+    def finish(self) -> None:
+        """Leave the live lines as they are; later output goes below them."""
+        with self._lock:
+            self._drawn = 0
+
+
+def _short(text: str, limit: int = 100) -> str:
+    text = _one_line(text)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+# -- tables --------------------------------------------------------------------------------
+
+
+def dollars(amount: Decimal) -> str:
+    """An exact dollar amount: every digit, no exponent, no trailing zeros."""
+    if amount == 0:
+        return "$0"
+    return "$" + format(amount.normalize(), "f")
+
+
+def usage_table(sections: Sequence[tuple[str, Sequence[tuple[str, Usage]]]], total: Usage, *,
+                total_label: str = "total") -> str:
+    """Rows of usage grouped under section titles, then the total, in aligned columns."""
+    failed = total.failed_requests > 0 or any(
+        u.failed_requests for _, rows in sections for _, u in rows)
+    header = ["", "requests", *(["failed"] if failed else []), "prompt", "completion", "cost"]
+
+    def cells(label: str, usage: Usage) -> list[str]:
+        return [label, str(usage.requests),
+                *([str(usage.failed_requests)] if failed else []),
+                str(usage.prompt_tokens), str(usage.completion_tokens), dollars(usage.cost)]
+
+    rows: list[list[str]] = [header]
+    for title, items in sections:
+        if not items:
+            continue
+        rows.append([title])
+        rows.extend(cells(f"  {name or '-'}", usage) for name, usage in items)
+    rows.append(cells(total_label, total))
+    widths = [max(len(row[i]) for row in rows if len(row) > i) for i in range(len(header))]
+    lines = []
+    for row in rows:
+        if len(row) == 1:
+            lines.append(row[0])
+            continue
+        first = row[0].ljust(widths[0])
+        rest = [cell.rjust(widths[i + 1]) for i, cell in enumerate(row[1:])]
+        lines.append("  ".join([first, *rest]).rstrip())
+    return "\n".join(lines)
+
+
+# -- crewline demo -------------------------------------------------------------------------
+
+
+def _demo(args: argparse.Namespace) -> int:
+    # The demo must work offline on a fresh machine: litellm would otherwise fetch its price
+    # list when it is imported. This is the CLI's own process; the library never does this.
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    from crewline.examples.demo import run_demo
+
+    return run_demo(crews=args.crews, out=sys.stdout)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
