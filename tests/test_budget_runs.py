@@ -71,7 +71,7 @@ def test_thirty_parallel_tasks_never_overshoot(server: FakeLLMServer, mode: str)
         budget = Budget(max_cost=LIMIT, name="cap")
         run_ids: list[str] = []
 
-        def note(event: object) -> None:
+        def note(event: object, run_ids: list[str] = run_ids) -> None:
             from crewline.events import KickoffStarted
 
             if isinstance(event, KickoffStarted):

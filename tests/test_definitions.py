@@ -63,7 +63,7 @@ def test_context_only_points_at_earlier_tasks() -> None:
     a = _agent()
     later = Task(description="later", agent=a, name="later")
     first = Task(description="first", agent=a, context=[later], name="first")
-    with pytest.raises(pydantic.ValidationError, match="earlier tasks.*'later'"):
+    with pytest.raises(pydantic.ValidationError, match=r"earlier tasks.*'later'"):
         Crew(agents=[a], tasks=[first, later])
     stranger = Task(description="x", agent=a)
     with pytest.raises(pydantic.ValidationError, match="not in this crew"):
@@ -87,7 +87,7 @@ def test_at_most_one_trailing_async_task() -> None:
 
 
 def test_agent_without_llm_is_rejected_naming_it() -> None:
-    with pytest.raises(pydantic.ValidationError, match="agent 'Lonely'.*no llm"):
+    with pytest.raises(pydantic.ValidationError, match=r"agent 'Lonely'.*no llm"):
         Crew(agents=[Agent(role="Lonely")], tasks=[Task(description="d")])
 
 

@@ -17,7 +17,7 @@ import pytest
 import structlog
 
 from crewline import LLM, Agent, Crew, Task, TaskOutput, tool
-from crewline.testing import FakeLLMServer, Reply, ToolCall
+from crewline.testing import FakeLLMServer, Reply, Served, ToolCall
 
 tenant: contextvars.ContextVar[str | None] = contextvars.ContextVar("tenant", default=None)
 
@@ -275,7 +275,15 @@ def test_asyncio_failure_cancels_siblings(server: FakeLLMServer) -> None:
 
 def test_cancelling_kickoff_async_cancels_requests_and_keeps_spend(
         server: FakeLLMServer) -> None:
-    server.add_rule("[[hang]]", Reply(content="late", delay=10))
+    arrived = threading.Event()
+
+    def hang_arrives(served: Served) -> bool:
+        if served.marker == "hang":
+            arrived.set()
+            return True
+        return False
+
+    server.add_rule(hang_arrives, Reply(content="late", delay=10))
     llm = LLM(model="openai/gpt-4o-mini", base_url=server.base_url, api_key="sk-test")
     agent = Agent(role="A", llm=llm)
     crew = Crew(agents=[agent], tasks=[
@@ -284,8 +292,7 @@ def test_cancelling_kickoff_async_cancels_requests_and_keeps_spend(
 
     async def main() -> None:
         task = asyncio.create_task(crew.kickoff_async())
-        while server.totals(marker="quick").requests == 0 or server.in_flight == 0:
-            await asyncio.sleep(0.01)
+        await asyncio.to_thread(arrived.wait, 10)  # the 'hang' request is at the server
         task.cancel()
         with pytest.raises(asyncio.CancelledError) as info:
             await task

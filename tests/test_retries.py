@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import threading
 import time
@@ -145,10 +146,8 @@ def test_max_rpm_holds_under_load_without_stalling_other_crews(server: FakeLLMSe
         await asyncio.sleep(0.3)
         sent_while_limited = server.totals().requests - 1
         slow_run.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await slow_run
-        except asyncio.CancelledError:
-            pass
         return fast_done, sent_while_limited
 
     fast_done, sent = asyncio.run(main())

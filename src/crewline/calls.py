@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from crewline import events
 from crewline.budget.amount import Amount
-from crewline.errors import BudgetExceededError, DefinitionError, ProviderError
 from crewline.effects import Send, Sleep, Step
+from crewline.errors import BudgetExceededError, DefinitionError, ProviderError
 from crewline.log import get_logger
 from crewline.pricing import Price, price_of
 from crewline.ratelimit import RateLimiter

@@ -199,7 +199,7 @@ class Crew(BaseModel):
 
         from crewline.errors import InputError
 
-        if isinstance(inputs, Mapping) or isinstance(inputs, str | bytes):
+        if isinstance(inputs, (Mapping, str | bytes)):
             raise InputError("inputs must be a sequence of mappings, one per run")
         key = f"batch-{uuid.uuid4().hex}"
         runs = []

@@ -20,8 +20,8 @@ from structlog.contextvars import bound_contextvars
 from crewline import events
 from crewline.attempts import run_task
 from crewline.effects import Step
-from crewline.log import get_logger
 from crewline.errors import CrewlineError, DefinitionError, InputError
+from crewline.log import get_logger
 from crewline.outputs import CrewOutput, TaskOutput
 from crewline.prepared import PreparedTask
 from crewline.templates import fill
