@@ -4,22 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
+from crewline.definition import Definition
 from crewline.llm import LLM
 from crewline.tools import Tool, as_tool
 
 __all__ = ["Agent"]
 
 
-class Agent(BaseModel):
+class Agent(Definition):
     """A role played by a model. Frozen: runs read it, never change it.
 
     ``role``, ``goal`` and ``backstory`` may hold ``{placeholders}`` filled from the
     kickoff's inputs.
     """
-
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True, extra="forbid")
 
     role: str = Field(min_length=1)
     goal: str = ""
@@ -45,9 +44,3 @@ class Agent(BaseModel):
         if dupes:
             raise ValueError(f"duplicate tool names: {', '.join(dupes)}")
         return tools
-
-    def __hash__(self) -> int:
-        return id(self)
-
-    def __eq__(self, other: object) -> bool:
-        return self is other

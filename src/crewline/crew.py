@@ -11,19 +11,17 @@ import asyncio
 import enum
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from crewline.agent import Agent
+from crewline.budget import Budget
+from crewline.definition import RateLimitedDefinition
 from crewline.errors import CrewlineError
 from crewline.llm import LLM
 from crewline.outputs import CrewOutput
-from crewline.ratelimit import RateLimiter
 from crewline.task import Task
-
-if TYPE_CHECKING:
-    from crewline.budget import Budget
 
 __all__ = ["Crew", "Process"]
 
@@ -34,37 +32,22 @@ class Process(enum.StrEnum):
     sequential = "sequential"
 
 
-class Crew(BaseModel):
+class Crew(RateLimitedDefinition):
     """Agents working through tasks. Frozen; validated at construction."""
-
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True, extra="forbid")
 
     agents: tuple[Agent, ...] = ()
     tasks: tuple[Task, ...] = Field(min_length=1)
     process: Process = Process.sequential
-    budget: Any = None
+    budget: Budget | None = None
     """A ``crewline.Budget`` every LLM request of every kickoff must fit."""
     llm: LLM | None = None
     """The model of agents that name none."""
-    max_rpm: int | None = Field(default=None, gt=0)
-    max_tpm: int | None = Field(default=None, gt=0)
     name: str | None = None
-
-    _limiter: RateLimiter | None = PrivateAttr(default=None)
 
     @field_validator("llm", mode="before")
     @classmethod
     def _llm_from_string(cls, value: Any) -> Any:
         return LLM(model=value) if isinstance(value, str) else value
-
-    @field_validator("budget")
-    @classmethod
-    def _check_budget(cls, value: Any) -> Any:
-        from crewline.budget import Budget
-
-        if value is not None and not isinstance(value, Budget):
-            raise ValueError(f"budget must be a crewline.Budget, got {type(value).__name__}")
-        return value
 
     @model_validator(mode="after")
     def _check_tasks(self) -> Crew:
@@ -103,19 +86,6 @@ class Crew(BaseModel):
                              "one may end a crew (add a task that gathers their outputs)")
         return self
 
-    def model_post_init(self, _context: Any) -> None:
-        if self.max_rpm is not None or self.max_tpm is not None:
-            self._limiter = RateLimiter(rpm=self.max_rpm, tpm=self.max_tpm)
-
-    @property
-    def limiter(self) -> RateLimiter | None:
-        return self._limiter
-
-    def __hash__(self) -> int:
-        return id(self)
-
-    def __eq__(self, other: object) -> bool:
-        return self is other
 
     # -- running -----------------------------------------------------------------------
 

@@ -59,39 +59,51 @@ async def _aperform(effect: Effect) -> Any:
     raise TypeError(f"unknown effect {effect!r}")
 
 
+class _Stepper:
+    """Feeds a step the outcome of its last effect and hands out the next one."""
+
+    __slots__ = ("error", "result", "step", "value")
+
+    def __init__(self, step: Step[Any]) -> None:
+        self.step = step
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.result: Any = None
+
+    def next_effect(self) -> Effect | None:
+        """The next effect to perform, or None once the step has returned ``result``."""
+        value, error = self.value, self.error
+        self.value = self.error = None
+        try:
+            return self.step.send(value) if error is None else self.step.throw(error)
+        except StopIteration as done:
+            self.result = done.value
+            return None
+
+
 def drive(step: Step[T]) -> T:
     """Run ``step`` to completion with blocking I/O on the calling thread."""
-    value: Any = None
-    error: BaseException | None = None
+    stepper = _Stepper(step)
     try:
-        while True:
+        while (effect := stepper.next_effect()) is not None:
             try:
-                effect = step.send(value) if error is None else step.throw(error)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
-            value, error = None, None
-            try:
-                value = _perform(effect)
+                stepper.value = _perform(effect)
             except BaseException as exc:
-                error = exc
+                stepper.error = exc
+        return stepper.result  # type: ignore[no-any-return]
     finally:
         step.close()
 
 
 async def drive_async(step: Step[T]) -> T:
     """Run ``step`` to completion on the running event loop."""
-    value: Any = None
-    error: BaseException | None = None
+    stepper = _Stepper(step)
     try:
-        while True:
+        while (effect := stepper.next_effect()) is not None:
             try:
-                effect = step.send(value) if error is None else step.throw(error)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
-            value, error = None, None
-            try:
-                value = await _aperform(effect)
+                stepper.value = await _aperform(effect)
             except BaseException as exc:
-                error = exc
+                stepper.error = exc
+        return stepper.result  # type: ignore[no-any-return]
     finally:
         step.close()

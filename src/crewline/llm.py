@@ -12,16 +12,13 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
-    PrivateAttr,
     SecretStr,
     field_serializer,
     field_validator,
 )
 
-from crewline.ratelimit import RateLimiter
+from crewline.definition import RateLimitedDefinition
 
 if TYPE_CHECKING:
     from crewline.transport import Transport
@@ -51,10 +48,8 @@ def to_decimal(value: Decimal | str | float | int, *, field: str) -> Decimal:
     return result
 
 
-class LLM(BaseModel):
+class LLM(RateLimitedDefinition):
     """A model reached through litellm. Frozen: running work never changes it."""
-
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True, extra="forbid")
 
     model: str = Field(min_length=1)
     base_url: str | None = None
@@ -69,12 +64,8 @@ class LLM(BaseModel):
     output_cost_per_token: Decimal | None = None
     reserve_output_tokens: int = Field(default=4096, gt=0)
     """Output a budget reservation assumes when ``max_tokens`` is not set."""
-    max_rpm: int | None = Field(default=None, gt=0)
-    max_tpm: int | None = Field(default=None, gt=0)
     transport: Transport | None = Field(default=None, exclude=True, repr=False)
     """Where requests go; ``None`` means litellm. Tests pass ``crewline.testing`` models."""
-
-    _limiter: RateLimiter | None = PrivateAttr(default=None)
 
     @field_validator("input_cost_per_token", "output_cost_per_token", mode="before")
     @classmethod
@@ -87,19 +78,6 @@ class LLM(BaseModel):
     def _hide_key(self, value: SecretStr | None) -> str | None:
         return None if value is None else "**********"
 
-    def model_post_init(self, _context: Any) -> None:
-        if self.max_rpm is not None or self.max_tpm is not None:
-            self._limiter = RateLimiter(rpm=self.max_rpm, tpm=self.max_tpm)
-
-    @property
-    def limiter(self) -> RateLimiter | None:
-        return self._limiter
-
-    def __hash__(self) -> int:
-        return id(self)
-
-    def __eq__(self, other: object) -> bool:
-        return self is other
 
 
 def _rebuild() -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from crewline.agent import Agent
+from crewline.budget import Budget
+from crewline.definition import Definition
 
 __all__ = ["Guardrail", "Task"]
 
@@ -15,15 +17,13 @@ Guardrail = Callable[[Any], Any] | str
 """A callable ``(TaskOutput) -> (bool, Any)``, or a text an LLM judges the output against."""
 
 
-class Task(BaseModel):
+class Task(Definition):
     """One piece of work. Frozen: a run keeps its own state, never on the task.
 
     ``description`` and ``expected_output`` may hold ``{placeholders}``. Without
     ``context`` a task sees the outputs of every earlier task; with ``context=[...]``
     exactly those.
     """
-
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True, extra="forbid")
 
     description: str = Field(min_length=1)
     expected_output: str = ""
@@ -37,7 +37,7 @@ class Task(BaseModel):
     output_json: type[BaseModel] | None = None
     callback: Callable[[Any], Any] | None = None
     name: str | None = None
-    budget: Any = None
+    budget: Budget | None = None
     """A ``crewline.Budget`` that every LLM request of this task must fit."""
 
     @field_validator("guardrails", mode="before")
@@ -65,15 +65,6 @@ class Task(BaseModel):
             raise ValueError("guardrail must be a callable or a non-empty text")
         return value
 
-    @field_validator("budget")
-    @classmethod
-    def _check_budget(cls, value: Any) -> Any:
-        from crewline.budget import Budget
-
-        if value is not None and not isinstance(value, Budget):
-            raise ValueError(f"budget must be a crewline.Budget, got {type(value).__name__}")
-        return value
-
     @model_validator(mode="after")
     def _one_output_format(self) -> Task:
         if self.output_pydantic is not None and self.output_json is not None:
@@ -88,9 +79,3 @@ class Task(BaseModel):
     @property
     def output_model(self) -> type[BaseModel] | None:
         return self.output_pydantic or self.output_json
-
-    def __hash__(self) -> int:
-        return id(self)
-
-    def __eq__(self, other: object) -> bool:
-        return self is other
