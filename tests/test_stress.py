@@ -117,10 +117,41 @@ COLD_START = textwrap.dedent("""
 """)
 
 
+COLD_START_THREADS = textwrap.dedent("""
+    import sys, threading
+    sys.setswitchinterval(1e-6)
+    from crewline import LLM, Agent, Crew, Task
+    from crewline.testing import FakeLLMServer
+
+    with FakeLLMServer(latency=0.01) as server:
+        llm = LLM(model="openai/gpt-4o-mini", base_url=server.base_url, api_key="k")
+        crew = Crew(agents=[Agent(role="R", llm=llm)],
+                    tasks=[Task(description="[[c{i}]] go {i}")])
+        errors, outs, gate = [], [], threading.Barrier(40)
+
+        def work(i):
+            gate.wait()
+            try:
+                outs.append(crew.kickoff({"i": i}))
+            except BaseException as exc:
+                errors.append(repr(exc))
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(40)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        engine = sum(o.usage.total_tokens for o in outs)
+        print("errors", len(errors), errors[:3], "tokens", engine, server.totals().total_tokens)
+        sys.exit(1 if errors or engine != server.totals().total_tokens else 0)
+""")
+
+
 @pytest.mark.slow
-def test_cold_start_of_many_crews_in_a_fresh_process() -> None:
+@pytest.mark.parametrize("script", [COLD_START, COLD_START_THREADS], ids=["asyncio", "threads"])
+def test_cold_start_of_many_crews_in_a_fresh_process(script: str) -> None:
     env = {**os.environ, "PYTHONPATH": SRC, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     for _ in range(2):
-        done = subprocess.run([sys.executable, "-c", COLD_START], env=env,
+        done = subprocess.run([sys.executable, "-c", script], env=env,
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stdout + done.stderr

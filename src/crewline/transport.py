@@ -117,7 +117,11 @@ def provider_error(exc: Exception, *, model: str, secret: str | None = None) -> 
     if secret:
         text = text.replace(secret, "***")
     kind = "error"
-    if "Timeout" in name or "timed out" in text.lower():
+    if "should inherit from BaseModel" in text:
+        # The openai SDK's lazy model race on concurrent first responses, seen elsewhere:
+        # a client-side fault on a good response, so the request is worth retrying.
+        kind, retryable = "client", True
+    elif "Timeout" in name or "timed out" in text.lower():
         kind, retryable = "timeout", True
     elif "Connection" in name:
         kind, retryable = "connection", True
