@@ -121,3 +121,14 @@ def test_same_numbers_in_sync_and_asyncio() -> None:
         return [r.total_tokens for r in out.usage_records]
 
     assert run("sync") == run("asyncio")
+
+
+def test_an_llm_request_outside_any_usage_scope_is_refused() -> None:
+    from crewline.calls import llm_call
+    from crewline.drivers import drive
+
+    model = ScriptedModel("x")
+    llm = LLM(model="openai/gpt-4o-mini", transport=model)
+    with pytest.raises(RuntimeError, match="outside any usage scope"):
+        drive(llm_call(llm, [{"role": "user", "content": "hi"}], purpose="agent"))
+    assert model.totals().requests == 0
