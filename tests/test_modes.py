@@ -301,3 +301,29 @@ def test_cancelling_kickoff_async_cancels_requests_and_keeps_spend(
         assert info.value.usage.requests == 1  # type: ignore[attr-defined]
 
     asyncio.run(main())
+
+
+def test_sync_kickoff_inside_a_running_loop_still_awaits_async_tools(
+        server: FakeLLMServer) -> None:
+    server.add_rule(lambda s: s.marker == "inloop" and s.messages[-1]["role"] == "user",
+                    Reply(tool_calls=[ToolCall("aping", {})]))
+    results: list[str] = []
+
+    @tool
+    async def aping() -> str:
+        """Answer pong, asynchronously."""
+        await asyncio.sleep(0)
+        return f"pong for {tenant.get()}"
+
+    llm = LLM(model="openai/gpt-4o-mini", base_url=server.base_url, api_key="sk-test")
+    agent = Agent(role="A", llm=llm, tools=[aping])
+    crew = Crew(agents=[agent], tasks=[Task(description="[[inloop]] go", agent=agent)])
+
+    async def notebook_cell() -> None:
+        tenant.set("notebook")
+        crew.kickoff()  # blocking call from async code, as notebooks do
+        results.extend(m["content"] for m in server.served[-1].messages
+                       if m["role"] == "tool")
+
+    asyncio.run(notebook_cell())
+    assert results == ["pong for notebook"]

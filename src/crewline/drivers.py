@@ -10,13 +10,14 @@ that started it, so every context variable a step set is reset where it was set.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import time
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 from crewline.effects import Call, Effect, Send, Sleep, Step
-from crewline.workers import run_sync
+from crewline.workers import run_sync, worker_pool
 
 __all__ = ["drive", "drive_async"]
 
@@ -27,13 +28,28 @@ async def _await(awaitable: Awaitable[T]) -> T:
     return await awaitable
 
 
+def _resolve(awaitable: Awaitable[T]) -> T:
+    """Await user code from the blocking driver.
+
+    Where this thread already runs an event loop (``kickoff()`` called from async code or
+    a notebook), the awaitable runs on a worker thread with a loop of its own, in a copy of
+    this context, since a loop cannot be re-entered.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(_await(awaitable))
+    context = contextvars.copy_context()
+    return worker_pool().submit(context.run, asyncio.run, _await(awaitable)).result()
+
+
 def _perform(effect: Effect) -> Any:
     if isinstance(effect, Send):
         return effect.transport.complete(effect.request)
     if isinstance(effect, Call):
         result = effect.fn(*effect.args, **effect.kwargs)
         if inspect.isawaitable(result):
-            return asyncio.run(_await(result))
+            return _resolve(result)
         return result
     if isinstance(effect, Sleep):
         time.sleep(effect.seconds)
