@@ -23,7 +23,7 @@ from crewline import (
     Task,
 )
 from crewline.budget import SQLiteLedger
-from crewline.testing import FakeLLMServer, ServedTotals
+from crewline.testing import FakeLLMServer, Reply, ServedTotals
 
 IN, OUT = Decimal("0.000001"), Decimal("0.000002")
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -229,3 +229,29 @@ def test_two_processes_share_a_daily_budget(server: FakeLLMServer, tmp_path: Pat
 
     budget.reserve(Amount(cost=left), run_id="check").release()
     ledger.close()
+
+
+def test_crew_budget_is_per_run_even_in_a_batch(server: FakeLLMServer) -> None:
+    agent = Agent(role="A", llm=_llm(server))
+    crew = Crew(agents=[agent], budget=Budget(max_requests=1, name="per-run"),
+                tasks=[Task(description="[[pr{i}]] item {i}", agent=agent)])
+    outs = crew.kickoff_for_each([{"i": i} for i in range(3)])
+    assert [o.usage.requests for o in outs] == [1, 1, 1]
+
+
+def test_cancelled_batch_carries_its_spend(server: FakeLLMServer) -> None:
+    server.add_rule("[[slow1]]", Reply(content="late", delay=10))
+    agent = Agent(role="A", llm=_llm(server))
+    crew = Crew(agents=[agent], tasks=[Task(description="[[{m}]] item", agent=agent)])
+
+    async def main() -> None:
+        batch = asyncio.create_task(crew.kickoff_for_each_async(
+            [{"m": "fast0"}, {"m": "slow1"}], max_concurrency=1))
+        while server.totals(marker="fast0").requests == 0:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        batch.cancel()
+        with pytest.raises(asyncio.CancelledError) as info:
+            await batch
+        assert info.value.usage.requests == 1  # type: ignore[attr-defined]
+
+    asyncio.run(main())

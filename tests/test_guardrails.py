@@ -202,3 +202,33 @@ def test_retry_counters_do_not_live_on_the_task(server: FakeLLMServer) -> None:
                                             guardrail=flaky, guardrail_max_retries=1)])
     assert len(crew.kickoff().tasks_output[0].attempts) == 2
     assert len(crew.kickoff().tasks_output[0].attempts) == 2  # a fresh budget each run
+
+
+def test_exhausted_conversion_raises_conversion_error_with_attempts(
+        server: FakeLLMServer) -> None:
+    from crewline import ConversionError
+
+    server.add_rule(lambda s: "into JSON" in s.messages[0]["content"], "nope")
+    server.add_rule("[[never-json]]", "prose")
+    agent = _agent(server)
+    crew = Crew(agents=[agent], tasks=[Task(name="nj", description="[[never-json]] rate",
+                                            agent=agent, output_pydantic=Report,
+                                            guardrail_max_retries=1)])
+    with pytest.raises(ConversionError, match="not a valid Report") as info:
+        crew.kickoff()
+    err = info.value
+    assert err.task == "nj" and len(err.attempts) == 2 and err.raw == "prose"
+    assert err.usage.requests == server.totals().requests == 4
+
+
+def test_a_raising_callback_keeps_the_output(server: FakeLLMServer) -> None:
+    def callback(output: TaskOutput) -> None:
+        raise KeyError("downstream store is down")
+
+    agent = _agent(server)
+    crew = Crew(agents=[agent], tasks=[Task(description="[[cb]] x", agent=agent,
+                                            callback=callback)])
+    with pytest.raises(CallbackError, match="downstream store is down") as info:
+        crew.kickoff()
+    assert isinstance(info.value.output, TaskOutput)
+    assert info.value.output.usage == info.value.usage

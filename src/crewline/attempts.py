@@ -86,6 +86,11 @@ def run_task(task: PreparedTask, context: str, parent: UsageScope,
                     if events.listening():
                         events.emit(events.AttemptFailed(run_id=run_id, task=task.name,
                                                          attempt=number, reason=str(value)))
+            if accepted is None and attempts[-1].error is not None:
+                raise ConversionError(
+                    f"{attempts[-1].error} (after {len(attempts)} attempt(s), "
+                    f"guardrail_max_retries={task.task.guardrail_max_retries})",
+                    task=task.name, raw=attempts[-1].raw or "", attempts=attempts)
             if accepted is None:
                 raise GuardrailError(
                     f"task {task.name!r} was rejected {len(attempts)} time(s) "
@@ -99,7 +104,7 @@ def run_task(task: PreparedTask, context: str, parent: UsageScope,
                     yield Call(task.task.callback, (output,))
                 except Exception as exc:
                     raise CallbackError(f"callback of task {task.name!r} raised "
-                                        f"{type(exc).__name__}: {exc}") from exc
+                                        f"{type(exc).__name__}: {exc}", output=output) from exc
         except BaseException as exc:
             if events.listening():
                 events.emit(events.TaskFinished(

@@ -22,6 +22,7 @@ from crewline.errors import CrewlineError
 from crewline.llm import LLM
 from crewline.outputs import CrewOutput
 from crewline.task import Task
+from crewline.usage import Usage
 
 __all__ = ["Crew", "Process"]
 
@@ -161,6 +162,11 @@ class Crew(RateLimitedDefinition):
                 first.other_errors = (*first.other_errors, *rest)
                 first.attach_spend([r for each in runs for r in each.scope.records])
             raise first from None
+        except asyncio.CancelledError as cancelled:
+            records = [r for each in runs for r in each.scope.records]
+            cancelled.usage_records = tuple(records)  # type: ignore[attr-defined]
+            cancelled.usage = Usage.from_records(records)  # type: ignore[attr-defined]
+            raise
         return [t.result() for t in started]
 
     def _batch(self, inputs: Sequence[Mapping[str, Any]], budget: Budget | None,

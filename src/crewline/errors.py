@@ -9,9 +9,9 @@ before it failed, so a failure never hides money::
     ├── ProviderError              the LLM provider failed (.model, .status, .retryable)
     ├── BudgetExceededError        a reservation did not fit a budget (.budget, .asked, .left)
     ├── GuardrailError             guardrail retries exhausted (.feedback, .attempts)
-    ├── ConversionError            a reply could not be turned into the requested model
+    ├── ConversionError            no attempt's reply became the requested model (.attempts)
     ├── MaxIterationsError         an agent's tool loop ran past max_iter
-    └── CallbackError              a task callback raised
+    └── CallbackError              a task callback or guardrail raised (.output)
 
 Cancellation is the one exception to the rule: an ``asyncio.CancelledError`` is never
 converted (asyncio and anyio rely on its exact type), but the one re-raised out of a
@@ -126,10 +126,12 @@ class GuardrailError(CrewlineError):
 class ConversionError(CrewlineError):
     """A reply could not be parsed into the task's output model."""
 
-    def __init__(self, message: str, *, task: str, raw: str = "") -> None:
+    def __init__(self, message: str, *, task: str, raw: str = "",
+                 attempts: Sequence[Any] = ()) -> None:
         super().__init__(message)
         self.task = task
         self.raw = raw
+        self.attempts = tuple(attempts)
 
 
 class MaxIterationsError(CrewlineError):
@@ -137,4 +139,8 @@ class MaxIterationsError(CrewlineError):
 
 
 class CallbackError(CrewlineError):
-    """A task callback raised; the task's output and usage are kept on the error."""
+    """A task callback or a guardrail raised; the task's output (if any) is kept."""
+
+    def __init__(self, message: str, *, output: Any = None) -> None:
+        super().__init__(message)
+        self.output = output

@@ -25,6 +25,8 @@ from crewline.drivers import drive, drive_async
 from crewline.outputs import CrewOutput
 from crewline.prepared import PreparedTask
 from crewline.run import Run
+from crewline.transport import litellm_imported, litellm_module
+from crewline.workers import run_sync
 
 __all__ = ["execute", "execute_async"]
 
@@ -86,6 +88,8 @@ async def _background_async(run: Run, task: PreparedTask,
 
 async def execute_async(run: Run) -> CrewOutput:
     """Run to completion on the running event loop (``Crew.kickoff_async``)."""
+    if not litellm_imported():
+        await run_sync(litellm_module)  # seconds of import, kept off the event loop
     try:
         with run.active():
             async with asyncio.TaskGroup() as group:

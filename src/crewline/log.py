@@ -27,6 +27,10 @@ _SECRET_KEYS = ("api_key", "apikey", "authorization", "password", "secret", "tok
 _configure_lock = threading.Lock()
 _handler: logging.Handler | None = None
 
+# The library convention: without configuration, crewline's records go nowhere (not to
+# Python's last-resort stderr handler), until the application or ``configure()`` says so.
+logging.getLogger("crewline").addHandler(logging.NullHandler())
+
 
 def redact_secrets(_logger: Any, _name: str, event: MutableMapping[str, Any]
                    ) -> MutableMapping[str, Any]:

@@ -96,11 +96,15 @@ class Run:
         self.inputs = dict(inputs or {})
         self.tasks = prepare_tasks(crew, self.inputs)
         self.listeners = tuple(listeners)
-        key = budget_key or self.id
-        budgets = tuple((b, key) for b in (budget, crew.budget) if b is not None)
+        # A kickoff's own budget spans its batch (kickoff_for_each); the crew's and the
+        # tasks' budgets are definitions, so period "run" means each run.
+        budgets: tuple[tuple[Budget, str], ...] = ()
+        if budget is not None:
+            budgets += ((budget, budget_key or self.id),)
+        if crew.budget is not None:
+            budgets += ((crew.budget, self.id),)
         limiters = (crew.limiter,) if crew.limiter is not None else ()
         self.scope = UsageScope("run", run_id=self.id, budgets=budgets, limiters=limiters)
-        self._budget_key = key
         self._outputs: dict[int, TaskOutput] = {}
         self._failures: list[BaseException] = []
         self._lock = threading.Lock()
@@ -112,7 +116,7 @@ class Run:
                                   if j in self._outputs)
         budgets: tuple[object, ...] = ()
         if task.task.budget is not None:
-            budgets = ((task.task.budget, f"{self._budget_key}:{task.name}"),)
+            budgets = ((task.task.budget, f"{self.id}:{task.name}"),)
         try:
             output = yield from run_task(task, context, self.scope, budgets)
         except BaseException as exc:
@@ -145,8 +149,9 @@ class Run:
             _log.info("kickoff started", tasks=len(self.tasks))
             try:
                 yield
-            except BaseException as exc:
+            except BaseException as raised:
                 usage = self.scope.usage
+                exc = self.failures[0] if self.failures else raised
                 _log.warning("kickoff failed", error=str(exc)[:300], error_type=type(exc).__name__,
                              requests=usage.requests, failed_requests=usage.failed_requests,
                              total_tokens=usage.total_tokens, cost=str(usage.cost))

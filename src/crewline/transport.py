@@ -65,6 +65,10 @@ _import_lock = threading.Lock()
 _litellm: ModuleType | None = None
 
 
+def litellm_imported() -> bool:
+    return _litellm is not None
+
+
 def litellm_module() -> ModuleType:
     """litellm, imported once on first use (see the module docstring for what is set)."""
     global _litellm

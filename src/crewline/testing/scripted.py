@@ -62,7 +62,13 @@ class ScriptedModel:
                 f"{served.content or ''}", model=served.model, status=served.status,
                 retryable=served.status in _RETRYABLE,
                 retry_after=float(retry_after) if retry_after else None)
-        data = json.loads(body)
+        try:
+            data = json.loads(body)
+        except ValueError:
+            raise ProviderError(
+                f"model {served.model!r}: provider request failed (malformed response): "
+                f"{body[:200]!r}", model=served.model, status=served.status,
+                retryable=False) from None
         message = data["choices"][0]["message"]
         calls = tuple(ToolCallRequest(id=c["id"], name=c["function"]["name"],
                                       arguments=c["function"]["arguments"])
