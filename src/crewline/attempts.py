@@ -7,6 +7,7 @@ task's usage is the sum over all of its attempts, rejected ones included.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from structlog.contextvars import bound_contextvars
@@ -111,10 +112,12 @@ def run_task(task: PreparedTask, context: str, parent: UsageScope,
                     run_id=run_id, task=task.name, agent=task.role, ok=False,
                     attempts=started, usage=scope.usage, error=repr(exc)))
             raise
-        usage = output.usage
-        _log.info("task finished", attempts=len(attempts), requests=usage.requests,
-                  total_tokens=usage.total_tokens, cost=str(usage.cost))
+        if _log.isEnabledFor(logging.INFO):
+            usage = output.usage
+            _log.info("task finished", attempts=len(attempts), requests=usage.requests,
+                      total_tokens=usage.total_tokens, cost=str(usage.cost))
         if events.listening():
             events.emit(events.TaskFinished(run_id=run_id, task=task.name, agent=task.role,
-                                            ok=True, attempts=len(attempts), usage=usage))
+                                            ok=True, attempts=len(attempts),
+                                            usage=output.usage))
         return output

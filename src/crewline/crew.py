@@ -7,7 +7,6 @@ number of threads and asyncio tasks at once.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -142,6 +141,8 @@ class Crew(RateLimitedDefinition):
         The first failure cancels the runs still going and is raised, with later failures
         as ``.other_errors``; a ``budget`` spans the whole batch.
         """
+        import asyncio
+
         from crewline.execution import execute_async
 
         if max_concurrency is not None and max_concurrency < 1:

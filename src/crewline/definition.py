@@ -16,7 +16,9 @@ __all__ = ["Definition", "RateLimitedDefinition"]
 
 
 class Definition(BaseModel):
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True, extra="forbid")
+    # defer_build: validators are built at first use, keeping `import crewline` fast.
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True, extra="forbid",
+                              defer_build=True)
 
     def __hash__(self) -> int:
         return id(self)

@@ -54,7 +54,8 @@ def _execute(run: Run) -> CrewOutput:
                     futures[task.index] = pool.submit(
                         contextvars.copy_context().run, _background, run, task, deps)
                     continue
-                concurrent.futures.wait([futures[j] for j in task.waits_for])
+                if task.waits_for:
+                    concurrent.futures.wait([futures[j] for j in task.waits_for])
                 if run.failures:
                     break
                 try:

@@ -45,7 +45,7 @@ class Attempt:
 class TaskOutput(BaseModel):
     """The accepted output of a task. Guardrails may return a modified copy of it."""
 
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True, defer_build=True)
 
     raw: str
     name: str
@@ -68,7 +68,7 @@ class TaskOutput(BaseModel):
 class CrewOutput(BaseModel):
     """The result of one kickoff."""
 
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True, defer_build=True)
 
     run_id: str
     raw: str

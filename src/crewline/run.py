@@ -9,6 +9,7 @@ have two runs and share nothing mutable.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -146,7 +147,8 @@ class Run:
             if events.listening():
                 events.emit(events.KickoffStarted(run_id=self.id, tasks=len(self.tasks),
                                                   inputs=tuple(sorted(self.inputs))))
-            _log.info("kickoff started", tasks=len(self.tasks))
+            if _log.isEnabledFor(logging.INFO):
+                _log.info("kickoff started", tasks=len(self.tasks))
             try:
                 yield
             except BaseException as raised:
@@ -159,11 +161,13 @@ class Run:
                     events.emit(events.KickoffFinished(run_id=self.id, usage=usage,
                                                        ok=False, error=repr(exc)))
                 raise
-            usage = self.scope.usage
-            _log.info("kickoff finished", requests=usage.requests,
-                      total_tokens=usage.total_tokens, cost=str(usage.cost))
+            if _log.isEnabledFor(logging.INFO):
+                usage = self.scope.usage
+                _log.info("kickoff finished", requests=usage.requests,
+                          total_tokens=usage.total_tokens, cost=str(usage.cost))
             if events.listening():
-                events.emit(events.KickoffFinished(run_id=self.id, usage=usage, ok=True))
+                events.emit(events.KickoffFinished(run_id=self.id, usage=self.scope.usage,
+                                                   ok=True))
 
     def error(self, fallback: BaseException | None = None) -> BaseException:
         """The one exception the kickoff raises: the first failure, carrying the spend."""

@@ -8,7 +8,19 @@ spend and holds are counted. Amounts are ``Decimal`` dollars plus token and requ
 from crewline.budget.amount import Amount, Limit
 from crewline.budget.budget import Budget, Reservation, reserve_all
 from crewline.budget.ledger import InMemoryLedger, Ledger
-from crewline.budget.sqlite import SQLiteLedger
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from crewline.budget.sqlite import SQLiteLedger
+
+
+def __getattr__(name: str) -> object:
+    # sqlite3 is only imported by those who use the SQLite ledger.
+    if name == "SQLiteLedger":
+        from crewline.budget.sqlite import SQLiteLedger
+
+        return SQLiteLedger
+    raise AttributeError(f"module 'crewline.budget' has no attribute {name!r}")
 
 __all__ = [
     "Amount",
