@@ -17,3 +17,19 @@ def fast_switching():
         yield
     finally:
         sys.setswitchinterval(old)
+
+
+@pytest.fixture(scope="session")
+def shared_server():
+    from crewline.testing import FakeLLMServer
+
+    with FakeLLMServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def server(shared_server):  # type: ignore[no-untyped-def]
+    """The session's fake server, reset: no rules, nothing served, no latency."""
+    shared_server.reset()
+    shared_server.latency = 0.0
+    return shared_server

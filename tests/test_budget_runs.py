@@ -33,18 +33,6 @@ def served_cost(t: ServedTotals) -> Decimal:
     return t.prompt_tokens * IN + t.completion_tokens * OUT
 
 
-@pytest.fixture(scope="module")
-def server():
-    with FakeLLMServer() as srv:
-        yield srv
-
-
-@pytest.fixture(autouse=True)
-def _fresh(server: FakeLLMServer) -> None:
-    server.reset()
-    server.latency = 0.0
-
-
 def _llm(server: FakeLLMServer, **kw: object) -> LLM:
     return LLM(model="openai/custom-model", base_url=server.base_url, api_key="sk-test",
                input_cost_per_token=IN, output_cost_per_token=OUT, max_tokens=20, **kw)

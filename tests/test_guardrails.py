@@ -26,17 +26,6 @@ class Report(BaseModel):
     score: int
 
 
-@pytest.fixture(scope="module")
-def server():
-    with FakeLLMServer() as srv:
-        yield srv
-
-
-@pytest.fixture(autouse=True)
-def _fresh(server: FakeLLMServer) -> None:
-    server.reset()
-
-
 def _agent(server: FakeLLMServer) -> Agent:
     llm = LLM(model="openai/gpt-4o-mini", base_url=server.base_url, api_key="sk-test")
     return Agent(role="Writer", goal="write", llm=llm)

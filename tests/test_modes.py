@@ -50,17 +50,6 @@ def test_control_bare_thread_loses_the_context() -> None:
     tenant.set(None)
 
 
-@pytest.fixture(scope="module")
-def server():
-    with FakeLLMServer() as srv:
-        yield srv
-
-
-@pytest.fixture(autouse=True)
-def _fresh(server: FakeLLMServer) -> None:
-    server.reset()
-
-
 def _crew(server: FakeLLMServer, probe: Probe, *, background: bool) -> Crew:
     for i in range(3):
         server.add_rule(f"[[t{i}]]", Reply(tool_calls=[ToolCall("look", {"topic": "x"})]),

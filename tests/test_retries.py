@@ -15,18 +15,6 @@ from crewline.ratelimit import TokenBucket
 from crewline.testing import FakeLLMServer, Reply, Served
 
 
-@pytest.fixture(scope="module")
-def server():
-    with FakeLLMServer() as srv:
-        yield srv
-
-
-@pytest.fixture(autouse=True)
-def _fresh(server: FakeLLMServer) -> None:
-    server.reset()
-    server.latency = 0.0
-
-
 def _crew(server: FakeLLMServer, marker: str = "r", **llm_kw: object) -> Crew:
     llm_kw.setdefault("retry_backoff", 0.01)
     llm = LLM(model="openai/gpt-4o-mini", base_url=server.base_url, api_key="sk-secret-xyz",

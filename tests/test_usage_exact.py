@@ -10,23 +10,9 @@ from __future__ import annotations
 import asyncio
 import threading
 
-import pytest
-
 from crewline import LLM, Agent, Crew, Task, Usage
 from crewline.testing.server import FakeLLMServer
 from naive import NaiveCounter
-
-
-@pytest.fixture(scope="module")
-def server():
-    with FakeLLMServer() as srv:
-        yield srv
-
-
-@pytest.fixture(autouse=True)
-def _clean(server: FakeLLMServer) -> None:
-    server.reset()
-    server.latency = 0.0
 
 
 def _llm(server: FakeLLMServer) -> LLM:
