@@ -243,3 +243,26 @@ def test_cancelled_batch_carries_its_spend(server: FakeLLMServer) -> None:
         assert info.value.usage.requests == 1  # type: ignore[attr-defined]
 
     asyncio.run(main())
+
+
+def test_a_reply_without_usage_is_charged_its_hold() -> None:
+    from crewline.transport import ChatResponse
+
+    class NoUsage:
+        def complete(self, request: dict[str, object]) -> ChatResponse:
+            return ChatResponse(content="ok", usage_reported=False)
+
+        async def acomplete(self, request: dict[str, object]) -> ChatResponse:
+            return self.complete(request)
+
+    llm = LLM(model="openai/custom-model", transport=NoUsage(), input_cost_per_token=IN,
+              output_cost_per_token=OUT, max_tokens=20)
+    agent = Agent(role="A", llm=llm)
+    crew = Crew(agents=[agent], tasks=[Task(description="hello", agent=agent)])
+    budget = Budget(max_cost="1", name="b")
+    run_ids: list[str] = []
+    out = crew.kickoff(budget=budget, listeners=[
+        lambda e: run_ids.append(e.run_id) if type(e).__name__ == "KickoffStarted" else None])
+    record = out.usage_records[0]
+    assert record.priced is False and record.cost == 0  # the record says what it knows
+    assert budget.spent(run_id=run_ids[0]).cost > 0  # the budget is not fooled

@@ -182,7 +182,8 @@ def llm_call(llm: LLM, messages: list[dict[str, Any]], *, purpose: Purpose,
         if reservations:
             actual = Amount(cost=record.cost, tokens=record.total_tokens, requests=1)
             for r in reservations:
-                r.settle(actual)
+                # A reply without usage was still served: charge the budget its hold.
+                r.settle(actual if response.usage_reported else r.amount)
         if events.listening():
             events.emit(events.LLMCallFinished(run_id=scope.run_id, record=record))
         return response
