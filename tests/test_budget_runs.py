@@ -266,3 +266,14 @@ def test_a_reply_without_usage_is_charged_its_hold() -> None:
     record = out.usage_records[0]
     assert record.priced is False and record.cost == 0  # the record says what it knows
     assert budget.spent(run_id=run_ids[0]).cost > 0  # the budget is not fooled
+
+
+def test_one_budget_in_several_scopes_is_charged_once(server: FakeLLMServer) -> None:
+    daily = Budget(max_requests=2, period="day", name="daily")
+    agent = Agent(role="A", llm=_llm(server))
+    crew = Crew(agents=[agent], budget=daily, tasks=[
+        Task(name="a", description="[[a]] one", agent=agent, budget=daily),
+        Task(name="b", description="[[b]] two", agent=agent)])
+    out = crew.kickoff(budget=daily)
+    assert out.usage.requests == 2
+    assert daily.spent().requests == 2  # not 2 x 3 scopes

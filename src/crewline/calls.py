@@ -81,8 +81,12 @@ def _reserve(budgets: tuple[tuple[Budget, str], ...], llm: LLM, request: dict[st
                     "price: set LLM(input_cost_per_token=..., output_cost_per_token=...)")
     amount = worst_case(llm, request, price)
     reservations: list[Reservation] = []
+    seen: set[int] = set()
     try:
         for budget, key in budgets:
+            if id(budget) in seen:  # one Budget in two scopes is one cap, charged once
+                continue
+            seen.add(id(budget))
             reservations.append(budget.reserve(amount, run_id=key))
     except BudgetExceededError as exc:
         for r in reservations:
