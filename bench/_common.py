@@ -163,7 +163,7 @@ def peak_rss_mb() -> float:
 
 def messages_like_crewline(role: str, goal: str, backstory: str, description: str,
                            expected_output: str, context: str) -> list[dict[str, Any]]:
-    """The two messages crewline sends for a task (``crewline.turns.first_messages``).
+    """The two messages crewline sends for a task (``crewline._core.turns.first_messages``).
 
     Rebuilt here so the bare-litellm side sends the same bytes without importing crewline.
     """

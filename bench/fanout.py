@@ -62,7 +62,7 @@ class _SleepTransport:
         raise NotImplementedError("the engine-only fan-out is asyncio only")
 
     async def acomplete(self, request: dict[str, Any]) -> Any:
-        from crewline.transport import ChatResponse
+        from crewline.transport.litellm import ChatResponse
 
         await asyncio.sleep(self.latency)
         return ChatResponse(content="Result 0123abcd for the request.", prompt_tokens=60,
@@ -128,7 +128,7 @@ class _GCClock:
 
 def _freeze_after_litellm_import() -> None:
     """What-if for a proposed src fix: ``gc.freeze()`` once litellm is imported."""
-    from crewline.transport import litellm_module
+    from crewline.transport.litellm import litellm_module
 
     litellm_module()
     gc.collect()

@@ -38,7 +38,7 @@ class InstantTransport:
     """A ``crewline`` transport that answers every request at once, with fixed usage."""
 
     def complete(self, request: dict[str, Any]) -> Any:
-        from crewline.transport import ChatResponse
+        from crewline.transport.litellm import ChatResponse
 
         return ChatResponse(content="Result 0123abcd for the request.", prompt_tokens=40,
                             completion_tokens=5, finish_reason="stop")

@@ -13,7 +13,7 @@ import os
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from crewline.testing import FakeLLMServer
-from crewline.transport import litellm_module
+from crewline.transport.litellm import litellm_module
 
 
 def before_all(context):  # type: ignore[no-untyped-def]

@@ -122,7 +122,7 @@ class CrewlineLibrary:
 
     def price_table_cost(self, totals: dict[str, int], model: str) -> str:
         """The server's count of tokens in dollars, at litellm's price for ``model``."""
-        from crewline.transport import litellm_module
+        from crewline.transport.litellm import litellm_module
 
         info = litellm_module().get_model_info(model)
         return self.served_cost(totals, repr(info["input_cost_per_token"]),

@@ -20,7 +20,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from crewline import LLM, Agent, Budget, BudgetExceededError, Crew, Task, Usage
 from crewline.budget import InMemoryLedger, SQLiteLedger
-from crewline.transport import litellm_module
+from crewline.transport.litellm import litellm_module
 
 
 def main(base_url: str, db: str, name: str, limit: str, sync_dir: str) -> int:

@@ -101,6 +101,6 @@ Stop Server And Remove The Crew File
 Run Crewline
     [Arguments]    @{args}
     ${python}=    Python Executable
-    ${result}=    Run Process    ${python}    -m    crewline.cli    @{args}
+    ${result}=    Run Process    ${python}    -m    crewline._surface.cli    @{args}
     ...    cwd=${DIR}    timeout=90s    on_timeout=kill    env:LITELLM_LOCAL_MODEL_COST_MAP=True
     RETURN    ${result}

@@ -124,8 +124,8 @@ def test_same_numbers_in_sync_and_asyncio() -> None:
 
 
 def test_an_llm_request_outside_any_usage_scope_is_refused() -> None:
-    from crewline.calls import llm_call
-    from crewline.drivers import drive
+    from crewline._core.request import llm_call
+    from crewline._execution.drivers import drive
 
     model = ScriptedModel("x")
     llm = LLM(model="openai/gpt-4o-mini", transport=model)

@@ -246,7 +246,7 @@ def test_cancelled_batch_carries_its_spend(server: FakeLLMServer) -> None:
 
 
 def test_a_reply_without_usage_is_charged_its_hold() -> None:
-    from crewline.transport import ChatResponse
+    from crewline.transport.litellm import ChatResponse
 
     class NoUsage:
         def complete(self, request: dict[str, object]) -> ChatResponse:

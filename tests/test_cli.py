@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 
 import crewline
-from crewline.cli import Progress, dollars, main
+from crewline._accounting.usage import Usage
+from crewline._surface.cli import Progress, dollars, main
 from crewline.events import AttemptFailed, AttemptStarted, TaskFinished, TaskStarted
 from crewline.testing.server import FakeLLMServer, Reply, ServedTotals, ToolCall
-from crewline.usage import Usage
 
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 
@@ -98,7 +98,7 @@ def cli(*args: str, env: dict[str, str] | None = None,
         timeout: float = 60) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     base["PYTHONPATH"] = str(SRC)
-    return subprocess.run([sys.executable, "-m", "crewline.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "crewline", *args], capture_output=True,
                           text=True, timeout=timeout, env={**base, **(env or {})})
 
 
@@ -340,7 +340,7 @@ def test_demo_runs_offline_and_its_usage_check_passes() -> None:
     # Without LITELLM_LOCAL_MODEL_COST_MAP: the demo must set it for its own process.
     env = {k: v for k, v in os.environ.items() if k != "LITELLM_LOCAL_MODEL_COST_MAP"}
     env["PYTHONPATH"] = str(SRC)
-    done = subprocess.run([sys.executable, "-m", "crewline.cli", "demo", "--crews", "3"],
+    done = subprocess.run([sys.executable, "-m", "crewline._surface.cli", "demo", "--crews", "3"],
                           capture_output=True, text=True, timeout=120, env=env)
 
     assert done.returncode == 0, done.stdout + done.stderr

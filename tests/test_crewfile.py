@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from crewline import Budget, Crew, DefinitionError, InputError, Process, Tool
-from crewline.crewfile import load_crew
+from crewline._surface.crewfile import load_crew
 from crewline.examples import RESEARCH_YAML
 from crewline.examples.tools import at_most_80_words
 from crewline.testing.server import FakeLLMServer

@@ -9,7 +9,7 @@ import pytest
 
 import crewline
 from crewline import LLM, Agent, Crew, InputError, Task, tool
-from crewline.templates import fill
+from crewline._core.templates import fill
 
 
 def _agent(role: str = "Writer", **kw: object) -> Agent:

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from crewline import LLM, Agent, Crew, CrewlineError, ProviderError, Task
-from crewline.ratelimit import TokenBucket
+from crewline._accounting.ratelimit import TokenBucket
 from crewline.testing import FakeLLMServer, Reply, Served
 
 

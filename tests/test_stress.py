@@ -14,7 +14,7 @@ import pytest
 
 from crewline import LLM, Agent, Crew, Task
 from crewline.testing import FakeLLMServer
-from crewline.transport import litellm_module
+from crewline.transport.litellm import litellm_module
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crewline import Usage, UsageRecord
-from crewline.usage import UsageScope
+from crewline._accounting.usage import UsageScope
 
 records = st.builds(
     UsageRecord,

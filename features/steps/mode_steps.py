@@ -13,7 +13,7 @@ from crew_world import assert_same_usage, gather, llm, outcome
 
 from crewline import Agent, Crew, ProviderError, Task
 from crewline.testing import Reply
-from crewline.transport import litellm_module
+from crewline.transport.litellm import litellm_module
 
 LITELLM_LISTS = ("callbacks", "success_callback", "failure_callback", "input_callback",
                  "service_callback", "_async_success_callback", "_async_failure_callback",

@@ -1,31 +1,42 @@
 """crewline: a multi-agent orchestration engine that stays exact under concurrency.
 
-Importing crewline is cheap: litellm is imported at the first LLM request.
+Importing crewline is cheap: the public names below are loaded on first use (a module
+``__getattr__``), pydantic when a definition is first touched, and litellm at the first
+LLM request. ``dir(crewline)``, ``from crewline import *`` and type checkers see them all.
 """
 
 from __future__ import annotations
 
-from crewline.agent import Agent
-from crewline.budget import Budget
-from crewline.crew import Crew, Process
-from crewline.errors import (
-    BudgetExceededError,
-    CallbackError,
-    ConversionError,
-    CrewlineError,
-    DefinitionError,
-    GuardrailError,
-    InputError,
-    MaxIterationsError,
-    ProviderError,
-)
-from crewline.llm import LLM
-from crewline.outputs import Attempt, CrewOutput, GuardrailVerdict, TaskOutput
-from crewline.task import Task
-from crewline.tools import Tool, tool
-from crewline.usage import Usage, UsageRecord
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+_PUBLIC: dict[str, str] = {
+    "Agent": "crewline._definitions.agent",
+    "Attempt": "crewline._core.outputs",
+    "Budget": "crewline.budget.budget",
+    "BudgetExceededError": "crewline.errors",
+    "CallbackError": "crewline.errors",
+    "ConversionError": "crewline.errors",
+    "Crew": "crewline._crew.crew",
+    "CrewOutput": "crewline._core.outputs",
+    "CrewlineError": "crewline.errors",
+    "DefinitionError": "crewline.errors",
+    "GuardrailError": "crewline.errors",
+    "GuardrailVerdict": "crewline._core.outputs",
+    "InputError": "crewline.errors",
+    "LLM": "crewline._definitions.llm",
+    "MaxIterationsError": "crewline.errors",
+    "Process": "crewline._crew.crew",
+    "ProviderError": "crewline.errors",
+    "Task": "crewline._definitions.task",
+    "TaskOutput": "crewline._core.outputs",
+    "Tool": "crewline._definitions.tools",
+    "Usage": "crewline._accounting.usage",
+    "UsageRecord": "crewline._accounting.usage",
+    "tool": "crewline._definitions.tools",
+}
 
 __all__ = [
     "LLM",
@@ -53,3 +64,37 @@ __all__ = [
     "__version__",
     "tool",
 ]
+
+if TYPE_CHECKING:
+    from crewline._accounting.usage import Usage, UsageRecord
+    from crewline._core.outputs import Attempt, CrewOutput, GuardrailVerdict, TaskOutput
+    from crewline._crew.crew import Crew, Process
+    from crewline._definitions.agent import Agent
+    from crewline._definitions.llm import LLM
+    from crewline._definitions.task import Task
+    from crewline._definitions.tools import Tool, tool
+    from crewline.budget.budget import Budget
+    from crewline.errors import (
+        BudgetExceededError,
+        CallbackError,
+        ConversionError,
+        CrewlineError,
+        DefinitionError,
+        GuardrailError,
+        InputError,
+        MaxIterationsError,
+        ProviderError,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'crewline' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

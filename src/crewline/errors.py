@@ -25,7 +25,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from crewline.usage import Usage, UsageRecord
+    from crewline._accounting.usage import Usage, UsageRecord
 
 __all__ = [
     "BudgetExceededError",
@@ -55,7 +55,7 @@ class CrewlineError(Exception):
 
     @property
     def usage(self) -> Usage:
-        from crewline.usage import Usage
+        from crewline._accounting.usage import Usage
 
         return Usage.from_records(self.usage_records)
 

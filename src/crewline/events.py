@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from crewline.usage import Usage, UsageRecord
+from crewline._accounting.usage import Usage, UsageRecord
 
 __all__ = [
     "AttemptFailed",

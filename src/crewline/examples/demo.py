@@ -19,8 +19,8 @@ from importlib import resources
 from typing import Any, TextIO
 
 from crewline import Crew, CrewlineError, CrewOutput, Usage
-from crewline.cli import dollars, usage_table
-from crewline.crewfile import crew_from_mapping, parse_yaml
+from crewline._surface.crewfile import crew_from_mapping, parse_yaml
+from crewline._surface.report import dollars, usage_table
 from crewline.events import ToolCalled
 from crewline.examples.tools import FACTS
 from crewline.testing.server import FakeLLMServer, Reply, Served, ToolCall

@@ -16,7 +16,7 @@ from typing import Any
 
 from crewline.errors import ProviderError
 from crewline.testing.server import Condition, FakeLLMServer, Reply, Served, ServedTotals
-from crewline.transport import ChatResponse, ToolCallRequest
+from crewline.transport.litellm import ChatResponse, ToolCallRequest
 
 __all__ = ["ScriptedModel"]
 

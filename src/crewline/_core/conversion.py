@@ -14,11 +14,11 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from crewline.calls import llm_call
-from crewline.effects import Step
+from crewline._core.effects import Step
+from crewline._core.prepared import PreparedTask
+from crewline._core.request import llm_call
+from crewline._definitions.llm import LLM
 from crewline.errors import ConversionError
-from crewline.llm import LLM
-from crewline.prepared import PreparedTask
 
 __all__ = ["convert", "response_format_for"]
 
@@ -28,7 +28,7 @@ _FENCE = re.compile(r"^\s*```(?:json|JSON)?\s*\n(.*?)\n\s*```\s*$", re.DOTALL)
 def _supports_schema(llm: LLM) -> bool:
     if llm.transport is not None or llm.model.startswith("openai/"):
         return True
-    from crewline.transport import litellm_module
+    from crewline.transport.litellm import litellm_module
 
     try:
         return bool(litellm_module().supports_response_schema(model=llm.model))

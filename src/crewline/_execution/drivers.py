@@ -16,8 +16,8 @@ import time
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
-from crewline.effects import Call, Effect, Send, Sleep, Step
-from crewline.workers import run_sync, worker_pool
+from crewline._core.effects import Call, Effect, Send, Sleep, Step
+from crewline._execution.workers import run_sync, worker_pool
 
 __all__ = ["drive", "drive_async"]
 

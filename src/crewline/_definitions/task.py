@@ -7,9 +7,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from crewline.agent import Agent
+from crewline._definitions.agent import Agent
+from crewline._definitions.base import Definition
 from crewline.budget import Budget
-from crewline.definition import Definition
 
 __all__ = ["Guardrail", "Task"]
 

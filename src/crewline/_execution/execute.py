@@ -21,12 +21,12 @@ import asyncio
 import concurrent.futures
 import contextvars
 
-from crewline.drivers import drive, drive_async
-from crewline.outputs import CrewOutput
-from crewline.prepared import PreparedTask
-from crewline.run import Run
-from crewline.transport import litellm_imported, litellm_module
-from crewline.workers import run_sync
+from crewline._core.outputs import CrewOutput
+from crewline._core.prepared import PreparedTask
+from crewline._execution.drivers import drive, drive_async
+from crewline._execution.run import Run
+from crewline._execution.workers import run_sync
+from crewline.transport.litellm import litellm_imported, litellm_module
 
 __all__ = ["execute", "execute_async"]
 

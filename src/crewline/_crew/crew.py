@@ -14,14 +14,14 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from crewline.agent import Agent
+from crewline._accounting.usage import Usage
+from crewline._core.outputs import CrewOutput
+from crewline._definitions.agent import Agent
+from crewline._definitions.base import RateLimitedDefinition
+from crewline._definitions.llm import LLM
+from crewline._definitions.task import Task
 from crewline.budget import Budget
-from crewline.definition import RateLimitedDefinition
 from crewline.errors import CrewlineError
-from crewline.llm import LLM
-from crewline.outputs import CrewOutput
-from crewline.task import Task
-from crewline.usage import Usage
 
 __all__ = ["Crew", "Process"]
 
@@ -51,7 +51,7 @@ class Crew(RateLimitedDefinition):
 
     @model_validator(mode="after")
     def _check_tasks(self) -> Crew:
-        from crewline.run import task_name
+        from crewline._execution.run import task_name
 
         seen: dict[str, int] = {}
         position = {id(t): i for i, t in enumerate(self.tasks)}
@@ -91,14 +91,14 @@ class Crew(RateLimitedDefinition):
 
     def _run(self, inputs: Mapping[str, Any] | None, budget: Budget | None,
              listeners: Sequence[Any], budget_key: str | None = None) -> Any:
-        from crewline.run import Run
+        from crewline._execution.run import Run
 
         return Run(self, inputs, budget=budget, listeners=listeners, budget_key=budget_key)
 
     def kickoff(self, inputs: Mapping[str, Any] | None = None, *,
                 budget: Budget | None = None, listeners: Sequence[Any] = ()) -> CrewOutput:
         """Run the crew on the calling thread; background tasks run on worker threads."""
-        from crewline.execution import execute
+        from crewline._execution.execute import execute
 
         return execute(self._run(inputs, budget, listeners))
 
@@ -106,7 +106,7 @@ class Crew(RateLimitedDefinition):
                             budget: Budget | None = None,
                             listeners: Sequence[Any] = ()) -> CrewOutput:
         """Run the crew natively on the running event loop."""
-        from crewline.execution import execute_async
+        from crewline._execution.execute import execute_async
 
         return await execute_async(self._run(inputs, budget, listeners))
 
@@ -120,7 +120,7 @@ class Crew(RateLimitedDefinition):
                          budget: Budget | None = None,
                          listeners: Sequence[Any] = ()) -> list[CrewOutput]:
         """One run per input, one after another; a ``budget`` spans the whole batch."""
-        from crewline.execution import execute
+        from crewline._execution.execute import execute
 
         runs = self._batch(inputs, budget, listeners)
         outputs: list[CrewOutput] = []
@@ -143,7 +143,7 @@ class Crew(RateLimitedDefinition):
         """
         import asyncio
 
-        from crewline.execution import execute_async
+        from crewline._execution.execute import execute_async
 
         if max_concurrency is not None and max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
@@ -191,6 +191,6 @@ class Crew(RateLimitedDefinition):
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> Crew:
         """Load a crew file (see docs/yaml.md)."""
-        from crewline.crewfile import load_crew
+        from crewline._surface.crewfile import load_crew
 
         return load_crew(path, **overrides)

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from crewline.ratelimit import RateLimiter
+from crewline._accounting.ratelimit import RateLimiter
 
 __all__ = ["Definition", "RateLimitedDefinition"]
 

@@ -33,13 +33,13 @@ from typing import Any, NoReturn
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from crewline.agent import Agent
+from crewline._crew.crew import Crew, Process
+from crewline._definitions.agent import Agent
+from crewline._definitions.llm import LLM
+from crewline._definitions.task import Task
+from crewline._definitions.tools import Tool, tool
 from crewline.budget import Budget
-from crewline.crew import Crew, Process
 from crewline.errors import DefinitionError
-from crewline.llm import LLM
-from crewline.task import Task
-from crewline.tools import Tool, tool
 
 __all__ = ["AGENT_KEYS", "BUDGET_KEYS", "LLM_KEYS", "TASK_KEYS", "TOP_KEYS",
            "crew_from_mapping", "load_crew"]

@@ -13,7 +13,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from crewline.transport import ChatResponse, Transport
+from crewline.transport.litellm import ChatResponse, Transport
 
 __all__ = ["Call", "Effect", "Send", "Sleep", "Step"]
 

@@ -16,23 +16,23 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from crewline import events
+from crewline._accounting.pricing import Price, price_of
+from crewline._accounting.ratelimit import RateLimiter
+from crewline._accounting.usage import Purpose, UsageRecord, UsageScope, current_scope
+from crewline._core.effects import Send, Sleep, Step
 from crewline.budget.amount import Amount
-from crewline.effects import Send, Sleep, Step
 from crewline.errors import BudgetExceededError, DefinitionError, ProviderError
 from crewline.log import get_logger
-from crewline.pricing import Price, price_of
-from crewline.ratelimit import RateLimiter
-from crewline.transport import DEFAULT_TRANSPORT, ChatResponse, litellm_module
-from crewline.usage import Purpose, UsageRecord, UsageScope, current_scope
+from crewline.transport.litellm import DEFAULT_TRANSPORT, ChatResponse, litellm_module
 
 if TYPE_CHECKING:
+    from crewline._definitions.llm import LLM
     from crewline.budget import Budget, Reservation
-    from crewline.llm import LLM
 
 __all__ = ["build_request", "llm_call"]
 
 _MAX_BACKOFF = 60.0
-_log = get_logger("crewline.llm")
+_log = get_logger("crewline._definitions.llm")
 
 
 def build_request(llm: LLM, messages: list[dict[str, Any]], *,

@@ -13,12 +13,12 @@ import json
 from typing import Any
 
 from crewline import events
-from crewline.calls import llm_call
-from crewline.effects import Call, Step
+from crewline._accounting.usage import current_scope
+from crewline._core.effects import Call, Step
+from crewline._core.outputs import GuardrailVerdict, TaskOutput
+from crewline._core.prepared import PreparedTask
+from crewline._core.request import llm_call
 from crewline.errors import CallbackError, DefinitionError
-from crewline.outputs import GuardrailVerdict, TaskOutput
-from crewline.prepared import PreparedTask
-from crewline.usage import current_scope
 
 __all__ = ["check_output", "guardrail_name"]
 

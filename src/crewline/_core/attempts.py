@@ -13,19 +13,19 @@ from typing import Any
 from structlog.contextvars import bound_contextvars
 
 from crewline import events
-from crewline.conversion import convert, response_format_for
-from crewline.effects import Call, Step
+from crewline._accounting.usage import UsageScope
+from crewline._core.conversion import convert, response_format_for
+from crewline._core.effects import Call, Step
+from crewline._core.guardrail import check_output
+from crewline._core.outputs import Attempt, GuardrailVerdict, TaskOutput
+from crewline._core.prepared import PreparedTask
+from crewline._core.turns import agent_answer, first_messages
 from crewline.errors import CallbackError, ConversionError, GuardrailError
-from crewline.guardrail import check_output
 from crewline.log import get_logger
-from crewline.outputs import Attempt, GuardrailVerdict, TaskOutput
-from crewline.prepared import PreparedTask
-from crewline.turns import agent_answer, first_messages
-from crewline.usage import UsageScope
 
 __all__ = ["run_task"]
 
-_log = get_logger("crewline.task")
+_log = get_logger("crewline._definitions.task")
 
 
 def _max_attempts(task: PreparedTask) -> int:

@@ -18,10 +18,10 @@ from pydantic import (
     field_validator,
 )
 
-from crewline.definition import RateLimitedDefinition
+from crewline._definitions.base import RateLimitedDefinition
 
 if TYPE_CHECKING:
-    from crewline.transport import Transport
+    from crewline.transport.litellm import Transport
 
 __all__ = ["LLM", "to_decimal"]
 
@@ -81,7 +81,7 @@ class LLM(RateLimitedDefinition):
 
 
 def _rebuild() -> None:
-    from crewline.transport import Transport
+    from crewline.transport.litellm import Transport
 
     LLM.model_rebuild(_types_namespace={"Transport": Transport})
 

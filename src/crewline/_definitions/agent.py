@@ -6,9 +6,9 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from crewline.definition import Definition
-from crewline.llm import LLM
-from crewline.tools import Tool, as_tool
+from crewline._definitions.base import Definition
+from crewline._definitions.llm import LLM
+from crewline._definitions.tools import Tool, as_tool
 
 __all__ = ["Agent"]
 

@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from crewline.llm import LLM
+    from crewline._definitions.llm import LLM
 
 __all__ = ["Price", "price_of"]
 
@@ -50,7 +50,7 @@ def _exact(value: Any) -> Decimal | None:
 
 
 def _from_litellm(model: str) -> Price:
-    from crewline.transport import litellm_module
+    from crewline.transport.litellm import litellm_module
 
     litellm = litellm_module()
     try:

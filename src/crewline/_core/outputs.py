@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from crewline.usage import Usage, UsageRecord
+from crewline._accounting.usage import Usage, UsageRecord
 
 __all__ = ["Attempt", "CrewOutput", "GuardrailVerdict", "TaskOutput"]
 

@@ -12,11 +12,11 @@ import json
 from typing import Any
 
 from crewline import events
-from crewline.calls import llm_call
-from crewline.effects import Call, Step
+from crewline._core.effects import Call, Step
+from crewline._core.prepared import PreparedTask
+from crewline._core.request import llm_call
 from crewline.errors import MaxIterationsError
-from crewline.prepared import PreparedTask
-from crewline.transport import ToolCallRequest
+from crewline.transport.litellm import ToolCallRequest
 
 __all__ = ["agent_answer", "first_messages"]
 
@@ -70,7 +70,7 @@ def _run_tool(task: PreparedTask, call: ToolCallRequest) -> Step[str]:
                 error = f"{type(exc).__name__}: {exc}"
                 result = f"Error: tool {call.name!r} raised {error}"
     if events.listening():
-        from crewline.usage import current_scope
+        from crewline._accounting.usage import current_scope
 
         scope = current_scope()
         events.emit(events.ToolCalled(

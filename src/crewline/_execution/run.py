@@ -19,22 +19,22 @@ from typing import TYPE_CHECKING, Any
 from structlog.contextvars import bound_contextvars
 
 from crewline import events
-from crewline.attempts import run_task
-from crewline.effects import Step
+from crewline._accounting.usage import UsageScope
+from crewline._core.attempts import run_task
+from crewline._core.effects import Step
+from crewline._core.outputs import CrewOutput, TaskOutput
+from crewline._core.prepared import PreparedTask
+from crewline._core.templates import fill
 from crewline.errors import CrewlineError, DefinitionError, InputError
 from crewline.log import get_logger
-from crewline.outputs import CrewOutput, TaskOutput
-from crewline.prepared import PreparedTask
-from crewline.templates import fill
-from crewline.usage import UsageScope
 
 if TYPE_CHECKING:
+    from crewline._crew.crew import Crew
     from crewline.budget import Budget
-    from crewline.crew import Crew
 
 __all__ = ["Run", "prepare_tasks", "task_name"]
 
-_log = get_logger("crewline.run")
+_log = get_logger("crewline._execution.run")
 
 
 def task_name(index: int, explicit: str | None) -> str:
@@ -185,7 +185,7 @@ class Run:
             first.other_errors = tuple(failures[1:])
         else:  # cancellation and interrupts keep their type; the spend rides along
             first.usage_records = records  # type: ignore[attr-defined]
-            from crewline.usage import Usage
+            from crewline._accounting.usage import Usage
 
             first.usage = Usage.from_records(records)  # type: ignore[attr-defined]
         return first

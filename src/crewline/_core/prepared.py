@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from crewline.agent import Agent
-from crewline.llm import LLM
-from crewline.task import Task
+from crewline._definitions.agent import Agent
+from crewline._definitions.llm import LLM
+from crewline._definitions.task import Task
 
 __all__ = ["PreparedTask"]
 
