@@ -124,11 +124,13 @@ def test_same_numbers_in_sync_and_asyncio() -> None:
 
 
 def test_an_llm_request_outside_any_usage_scope_is_refused() -> None:
+    from crewline._accounting.policy import RequestPolicy
     from crewline._core.request import llm_call
     from crewline._execution.drivers import drive
 
     model = ScriptedModel("x")
     llm = LLM(model="openai/gpt-4o-mini", transport=model)
     with pytest.raises(RuntimeError, match="outside any usage scope"):
-        drive(llm_call(llm, [{"role": "user", "content": "hi"}], purpose="agent"))
+        drive(llm_call(llm, [{"role": "user", "content": "hi"}], policy=RequestPolicy(),
+                       purpose="agent"))
     assert model.totals().requests == 0

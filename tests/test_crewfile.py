@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from crewline import Budget, Crew, DefinitionError, InputError, Process, Tool
-from crewline._surface.crewfile import load_crew
 from crewline.examples import RESEARCH_YAML
 from crewline.examples.tools import at_most_80_words
 from crewline.testing.server import FakeLLMServer
@@ -91,7 +90,7 @@ def write(tmp_path: Path, text: str, name: str = "crew.yaml") -> Path:
 def test_a_valid_file_loads_into_the_python_definitions(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, models_module: None) -> None:
     monkeypatch.setenv("CREWFILE_TEST_KEY", "sk-from-env")
-    crew = load_crew(write(tmp_path, VALID))
+    crew = Crew.from_yaml(write(tmp_path, VALID))
 
     assert crew.name == "newsroom"
     assert crew.process is Process.sequential
@@ -161,7 +160,7 @@ def test_overrides_replace_every_model_and_the_budget(
 
 def test_the_example_crew_file_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-example")
-    crew = load_crew(RESEARCH_YAML)
+    crew = Crew.from_yaml(RESEARCH_YAML)
     assert [t.name for t in crew.tasks] == ["research", "write"]
     assert [tool.name for a in crew.agents for tool in a.tools] == ["lookup", "word_count"]
 
@@ -323,7 +322,7 @@ def test_mistakes_name_the_file_and_the_key_path(tmp_path: Path, text: str,
                                                  expected: str) -> None:
     path = write(tmp_path, text, name="research.yaml")
     with pytest.raises(DefinitionError) as caught:
-        load_crew(path)
+        Crew.from_yaml(path)
     message = str(caught.value)
     assert message.startswith(f"{path}: ")
     assert expected in message
@@ -333,12 +332,12 @@ def test_mistakes_name_the_file_and_the_key_path(tmp_path: Path, text: str,
 def test_yaml_syntax_errors_give_the_line(tmp_path: Path) -> None:
     path = write(tmp_path, "agents:\n  a:\n    role: [x\n  b: 1\n")
     with pytest.raises(DefinitionError, match=r"crew\.yaml: line \d+, column \d+: invalid YAML"):
-        load_crew(path)
+        Crew.from_yaml(path)
 
 
 def test_a_missing_file_is_a_definition_error(tmp_path: Path) -> None:
     with pytest.raises(DefinitionError, match=r"nothere\.yaml: no such file"):
-        load_crew(tmp_path / "nothere.yaml")
+        Crew.from_yaml(tmp_path / "nothere.yaml")
 
 
 def test_an_unset_api_key_variable_is_reported(tmp_path: Path,
@@ -347,7 +346,7 @@ def test_an_unset_api_key_variable_is_reported(tmp_path: Path,
     path = write(tmp_path, edit(BASE, "  model: openai/gpt-4o-mini",
                                 "  model: openai/gpt-4o-mini\n  api_key_env: CREWFILE_UNSET_KEY"))
     with pytest.raises(DefinitionError) as caught:
-        load_crew(path)
+        Crew.from_yaml(path)
     assert str(caught.value) == (f"{path}: llm.api_key_env: environment variable "
                                  "'CREWFILE_UNSET_KEY' is not set")
 
@@ -357,4 +356,4 @@ def test_output_models_must_be_pydantic_classes(tmp_path: Path, models_module: N
                                 "    agent: writer\n"
                                 "    output_json: crewfile_test_models:NOT_A_MODEL"))
     with pytest.raises(DefinitionError, match=r"tasks\.write\.output_json: .* is not a pydantic"):
-        load_crew(path)
+        Crew.from_yaml(path)

@@ -258,7 +258,7 @@ def test_asyncio_failure_cancels_siblings(server: FakeLLMServer) -> None:
     assert loop_time[0] < 2.0  # the 5 s sibling was cancelled, not awaited
     records = info.value.usage_records
     slow = [r for r in records if r.task == "slow"]
-    assert len(slow) == 1 and slow[0].outcome == "error"  # cancelled mid-request: on record
+    assert len(slow) == 1 and slow[0].outcome == "cancelled"  # cut off mid-request: on record
     assert not isinstance(info.value, BaseExceptionGroup)
 
 
@@ -286,7 +286,7 @@ def test_cancelling_kickoff_async_cancels_requests_and_keeps_spend(
         with pytest.raises(asyncio.CancelledError) as info:
             await task
         records = info.value.usage_records  # type: ignore[attr-defined]
-        assert [(r.task, r.outcome) for r in records] == [("quick", "ok"), ("hang", "error")]
+        assert [(r.task, r.outcome) for r in records] == [("quick", "ok"), ("hang", "cancelled")]
         assert info.value.usage.requests == 1  # type: ignore[attr-defined]
 
     asyncio.run(main())

@@ -29,7 +29,7 @@ records = st.builds(
     priced=st.booleans(),
     latency_s=st.floats(0, 10),
     started_at=st.just(datetime(2026, 1, 1, tzinfo=UTC)),
-    outcome=st.sampled_from(["ok", "error"]),
+    outcome=st.sampled_from(["ok", "error", "cancelled"]),
 )
 
 

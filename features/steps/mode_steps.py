@@ -205,7 +205,7 @@ def then_abandoned(context: Any) -> None:
     statuses = {s.marker: s.status for s in context.server.served}
     assert statuses == {"slow": 499, "boom": 401}, statuses
     slow = [r for r in context.error.usage_records if r.task == "slow"]
-    assert [r.outcome for r in slow] == ["error"], slow
+    assert [r.outcome for r in slow] == ["cancelled"], slow
 
 
 @then("the error carries the usage spent, equal to the server's count")

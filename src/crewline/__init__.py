@@ -28,7 +28,7 @@ _PUBLIC: dict[str, str] = {
     "InputError": "crewline.errors",
     "LLM": "crewline._definitions.llm",
     "MaxIterationsError": "crewline.errors",
-    "Process": "crewline._crew.crew",
+    "Process": "crewline._crew.process",
     "ProviderError": "crewline.errors",
     "Task": "crewline._definitions.task",
     "TaskOutput": "crewline._core.outputs",
@@ -68,7 +68,8 @@ __all__ = [
 if TYPE_CHECKING:
     from crewline._accounting.usage import Usage, UsageRecord
     from crewline._core.outputs import Attempt, CrewOutput, GuardrailVerdict, TaskOutput
-    from crewline._crew.crew import Crew, Process
+    from crewline._crew.crew import Crew
+    from crewline._crew.process import Process
     from crewline._definitions.agent import Agent
     from crewline._definitions.llm import LLM
     from crewline._definitions.task import Task

@@ -20,8 +20,11 @@ from typing import Literal
 
 __all__ = ["Purpose", "Usage", "UsageRecord", "UsageScope", "current_scope"]
 
-Purpose = Literal["agent", "conversion", "guardrail", "tool", "manager"]
-Outcome = Literal["ok", "error"]
+Purpose = Literal["agent", "conversion", "guardrail", "tool", "manager", "planning"]
+Outcome = Literal["ok", "error", "cancelled"]
+"""``error``: the provider answered with an error. ``cancelled``: cut off in flight, so the
+provider may have served it; crewline knows no tokens for it and its budget holds are
+settled in full."""
 
 _ZERO = Decimal(0)
 
@@ -117,15 +120,12 @@ class UsageScope:
     lock, so the run scope always holds every record of the run, in completion order.
     """
 
-    __slots__ = ("_lock", "_records", "agent", "attempt", "budgets", "kind", "limiters",
-                 "parent", "run_id", "task")
+    __slots__ = ("_lock", "_records", "agent", "attempt", "kind", "parent", "run_id", "task")
 
     def __init__(self, kind: Literal["run", "task", "attempt"], *, run_id: str,
                  parent: UsageScope | None = None, task: str | None = None,
-                 attempt: int | None = None, agent: str | None = None,
-                 budgets: tuple[object, ...] = (), limiters: tuple[object, ...] = ()) -> None:
+                 attempt: int | None = None, agent: str | None = None) -> None:
         self.kind = kind
-        self.limiters = limiters
         self.run_id = run_id
         self.parent = parent
         self.task: str | None = task if task is not None else (
@@ -134,15 +134,13 @@ class UsageScope:
             parent.attempt if parent else None)
         self.agent: str | None = agent if agent is not None else (
             parent.agent if parent else None)
-        self.budgets = budgets
         self._lock: threading.Lock = parent._lock if parent is not None else threading.Lock()
         self._records: list[UsageRecord] = []
 
     def child(self, kind: Literal["task", "attempt"], *, task: str | None = None,
-              attempt: int | None = None, agent: str | None = None,
-              budgets: tuple[object, ...] = ()) -> UsageScope:
+              attempt: int | None = None, agent: str | None = None) -> UsageScope:
         return UsageScope(kind, run_id=self.run_id, parent=self, task=task, attempt=attempt,
-                          agent=agent, budgets=budgets)
+                          agent=agent)
 
     def add(self, record: UsageRecord) -> None:
         with self._lock:
@@ -159,23 +157,6 @@ class UsageScope:
     @property
     def usage(self) -> Usage:
         return Usage.from_records(self.records)
-
-    def all_budgets(self) -> tuple[object, ...]:
-        """``(budget, account key)`` pairs in force here, innermost first."""
-        out: list[object] = []
-        scope: UsageScope | None = self
-        while scope is not None:
-            out.extend(scope.budgets)
-            scope = scope.parent
-        return tuple(out)
-
-    def all_limiters(self) -> tuple[object, ...]:
-        out: list[object] = []
-        scope: UsageScope | None = self
-        while scope is not None:
-            out.extend(scope.limiters)
-            scope = scope.parent
-        return tuple(out)
 
     @contextmanager
     def entered(self) -> Iterator[UsageScope]:

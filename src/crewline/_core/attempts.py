@@ -13,11 +13,13 @@ from typing import Any
 from structlog.contextvars import bound_contextvars
 
 from crewline import events
+from crewline._accounting.policy import RequestPolicy
 from crewline._accounting.usage import UsageScope
 from crewline._core.conversion import convert, response_format_for
 from crewline._core.effects import Call, Step
 from crewline._core.guardrail import check_output
-from crewline._core.outputs import Attempt, GuardrailVerdict, TaskOutput
+from crewline._core.notify import notify
+from crewline._core.outputs import Attempt, TaskOutput
 from crewline._core.prepared import PreparedTask
 from crewline._core.turns import agent_answer, first_messages
 from crewline.errors import CallbackError, ConversionError, GuardrailError
@@ -25,7 +27,7 @@ from crewline.log import get_logger
 
 __all__ = ["run_task"]
 
-_log = get_logger("crewline._definitions.task")
+_log = get_logger("crewline.task")
 
 
 def _max_attempts(task: PreparedTask) -> int:
@@ -34,31 +36,36 @@ def _max_attempts(task: PreparedTask) -> int:
     return 1
 
 
-def _attempt(task: PreparedTask, context: str, feedback: list[str],
-             response_format: dict[str, Any] | None
-             ) -> Step[tuple[bool, TaskOutput | None, str | None,
-                             tuple[GuardrailVerdict, ...], Any]]:
+def _attempt(task: PreparedTask, number: int, context: str, feedback: list[str],
+             response_format: dict[str, Any] | None, policy: RequestPolicy, scope: UsageScope
+             ) -> Step[tuple[Attempt, TaskOutput | None]]:
+    """One try at the task: the ``Attempt`` on record, and the output if it passed."""
     messages = first_messages(task, context, feedback)
-    raw = yield from agent_answer(task, messages, response_format)
+    raw = yield from agent_answer(task, messages, policy, response_format)
     try:
-        pydantic, json_dict = yield from convert(task, raw, response_format)
+        pydantic, json_dict = yield from convert(task, raw, response_format, policy)
     except ConversionError as exc:
-        return False, None, raw, (), exc.message
+        return Attempt(number, raw, (), scope.records, exc.message), None
     output = TaskOutput(raw=raw, name=task.name, description=task.description,
                         expected_output=task.expected_output, agent=task.role,
                         pydantic=pydantic, json_dict=json_dict)
-    passed, output, verdicts, value = yield from check_output(task, output)
-    return passed, output, raw, verdicts, value
+    passed, output, verdicts, _ = yield from check_output(task, output, policy)
+    return Attempt(number, raw, verdicts, scope.records), (output if passed else None)
+
+
+def _feedback(attempt: Attempt) -> Any:
+    """What the next attempt is told: the conversion error, or the failing verdict's."""
+    if attempt.error is not None:
+        return attempt.error
+    return next((v.feedback for v in attempt.verdicts if not v.passed), None)
 
 
 def run_task(task: PreparedTask, context: str, parent: UsageScope,
-             budgets: tuple[object, ...] = ()) -> Step[TaskOutput]:
+             policy: RequestPolicy) -> Step[TaskOutput]:
     """Run ``task`` with ``context`` until an attempt passes or retries run out."""
-    scope = parent.child("task", task=task.name, agent=task.role, budgets=budgets)
-    run_id = scope.run_id
+    scope = parent.child("task", task=task.name, agent=task.role)
     with scope.entered(), bound_contextvars(task=task.name, agent=task.role):
-        if events.listening():
-            events.emit(events.TaskStarted(run_id=run_id, task=task.name, agent=task.role))
+        notify(events.TaskStarted, agent=task.role)
         attempts: list[Attempt] = []
         started = 0
         try:
@@ -70,23 +77,17 @@ def run_task(task: PreparedTask, context: str, parent: UsageScope,
                 started = number
                 attempt_scope = scope.child("attempt", attempt=number)
                 with attempt_scope.entered(), bound_contextvars(attempt=number):
-                    if events.listening():
-                        events.emit(events.AttemptStarted(run_id=run_id, task=task.name,
-                                                          attempt=number))
-                    passed, output, raw, verdicts, value = yield from _attempt(
-                        task, context, feedback, response_format)
-                    error = None if output is not None else str(value)
-                    attempts.append(Attempt(number, raw, verdicts, attempt_scope.records,
-                                            error))
-                    if passed:
-                        accepted = output
+                    notify(events.AttemptStarted)
+                    attempt, accepted = yield from _attempt(
+                        task, number, context, feedback, response_format, policy,
+                        attempt_scope)
+                    attempts.append(attempt)
+                    if accepted is not None:
                         break
-                    last_feedback = value
-                    feedback.append(str(value))
-                    _log.warning("attempt rejected", feedback=str(value)[:300])
-                    if events.listening():
-                        events.emit(events.AttemptFailed(run_id=run_id, task=task.name,
-                                                         attempt=number, reason=str(value)))
+                    last_feedback = _feedback(attempt)
+                    feedback.append(str(last_feedback))
+                    _log.warning("attempt rejected", feedback=str(last_feedback)[:300])
+                    notify(events.AttemptFailed, reason=str(last_feedback))
             if accepted is None and attempts[-1].error is not None:
                 raise ConversionError(
                     f"{attempts[-1].error} (after {len(attempts)} attempt(s), "
@@ -108,16 +109,13 @@ def run_task(task: PreparedTask, context: str, parent: UsageScope,
                                         f"{type(exc).__name__}: {exc}", output=output) from exc
         except BaseException as exc:
             if events.listening():
-                events.emit(events.TaskFinished(
-                    run_id=run_id, task=task.name, agent=task.role, ok=False,
-                    attempts=started, usage=scope.usage, error=repr(exc)))
+                notify(events.TaskFinished, agent=task.role, ok=False, attempts=started,
+                       usage=scope.usage, error=repr(exc))
             raise
         if _log.isEnabledFor(logging.INFO):
             usage = output.usage
             _log.info("task finished", attempts=len(attempts), requests=usage.requests,
                       total_tokens=usage.total_tokens, cost=str(usage.cost))
-        if events.listening():
-            events.emit(events.TaskFinished(run_id=run_id, task=task.name, agent=task.role,
-                                            ok=True, attempts=len(attempts),
-                                            usage=output.usage))
+        notify(events.TaskFinished, agent=task.role, ok=True, attempts=len(attempts),
+               usage=output.usage)
         return output

@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from crewline._accounting.policy import RequestPolicy
 from crewline._core.effects import Step
 from crewline._core.prepared import PreparedTask
 from crewline._core.request import llm_call
@@ -72,8 +73,8 @@ def _outputs(model: type[BaseModel], value: BaseModel, as_json: bool
     return (None if as_json else value), data
 
 
-def convert(task: PreparedTask, raw: str, response_format: dict[str, Any] | None
-            ) -> Step[tuple[BaseModel | None, dict[str, Any] | None]]:
+def convert(task: PreparedTask, raw: str, response_format: dict[str, Any] | None,
+            policy: RequestPolicy) -> Step[tuple[BaseModel | None, dict[str, Any] | None]]:
     """``(pydantic, json_dict)`` for ``raw``; ``(None, None)`` when no model is asked for."""
     model = task.task.output_model
     if model is None:
@@ -89,7 +90,7 @@ def convert(task: PreparedTask, raw: str, response_format: dict[str, Any] | None
                                       "schema. Reply with the JSON object only."},
         {"role": "user", "content": f"Schema:\n{schema}\n\nText:\n{raw}"},
     ]
-    reply = yield from llm_call(task.llm, messages, purpose="conversion",
+    reply = yield from llm_call(task.llm, messages, policy=policy, purpose="conversion",
                                 response_format=response_format)
     try:
         return _outputs(model, parse(reply.content or "", model), as_json)

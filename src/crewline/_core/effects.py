@@ -1,10 +1,14 @@
 """The I/O a task step asks its driver to perform.
 
-The task core (``calls``, ``turns``, ``attempts``) is written as generators that yield
+The task core (``request``, ``turns``, ``attempts``) is written as generators that yield
 these effects and receive their results, the way h11 keeps HTTP logic free of sockets.
 A driver performs each effect with its own kind of I/O and sends back the result, or
 throws the exception the effect raised into the generator. No retry, usage, budget or
 guardrail logic lives in a driver, so the sync and asyncio paths cannot drift apart.
+
+Ledger operations are effects too (``Reserve``, ``Settle``): a ledger shared across
+processes (SQLite, Redis) may wait on a lock or the network, so the asyncio driver
+performs them on crewline's worker threads, never on the event loop.
 """
 
 from __future__ import annotations
@@ -13,9 +17,11 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from crewline.transport.litellm import ChatResponse, Transport
+from crewline._accounting.policy import BudgetAccount, Closing, Holds
+from crewline.budget.amount import Amount
+from crewline.transport.litellm import Transport
 
-__all__ = ["Call", "Effect", "Send", "Sleep", "Step"]
+__all__ = ["Call", "Effect", "Reserve", "Send", "Settle", "Sleep", "Step"]
 
 T = TypeVar("T")
 
@@ -44,8 +50,44 @@ class Sleep:
     seconds: float
 
 
-Effect = Send | Call | Sleep
+@dataclass(frozen=True, slots=True)
+class Reserve:
+    """Hold ``amount`` on every account, all or nothing; result: ``Holds``.
+
+    ``blocking`` says whether a ledger may wait on I/O; ``undo`` gives back holds taken
+    by a reservation whose result could not be delivered (its caller was cancelled).
+    """
+
+    accounts: tuple[BudgetAccount, ...]
+    amount: Amount
+    blocking: bool
+
+    def perform(self) -> Holds:
+        return Holds.take(self.accounts, self.amount)
+
+    @staticmethod
+    def undo(holds: Holds) -> None:
+        holds.close("release")
+
+
+@dataclass(frozen=True, slots=True)
+class Settle:
+    """Close a request's holds (to ``actual``, at the full hold, or released); result: None."""
+
+    holds: Holds
+    how: Closing
+    actual: Amount | None
+    blocking: bool
+
+    def perform(self) -> None:
+        self.holds.close(self.how, self.actual)
+
+    @staticmethod
+    def undo(_: None) -> None:
+        return None
+
+
+Ledgered = Reserve | Settle
+Effect = Send | Call | Sleep | Reserve | Settle
 Step = Generator[Effect, Any, T]
 """A piece of task logic that yields effects and finally returns a ``T``."""
-
-_ = ChatResponse  # re-exported for drivers' type hints

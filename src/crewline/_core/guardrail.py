@@ -13,8 +13,9 @@ import json
 from typing import Any
 
 from crewline import events
-from crewline._accounting.usage import current_scope
+from crewline._accounting.policy import RequestPolicy
 from crewline._core.effects import Call, Step
+from crewline._core.notify import notify
 from crewline._core.outputs import GuardrailVerdict, TaskOutput
 from crewline._core.prepared import PreparedTask
 from crewline._core.request import llm_call
@@ -31,7 +32,8 @@ def guardrail_name(guardrail: Any) -> str:
                or type(guardrail).__name__)
 
 
-def _judge(task: PreparedTask, requirement: str, output: TaskOutput) -> Step[tuple[bool, Any]]:
+def _judge(task: PreparedTask, requirement: str, output: TaskOutput,
+           policy: RequestPolicy) -> Step[tuple[bool, Any]]:
     messages = [
         {"role": "system", "content": (
             "You check whether a piece of work meets a requirement. Answer with a JSON "
@@ -39,7 +41,8 @@ def _judge(task: PreparedTask, requirement: str, output: TaskOutput) -> Step[tup
         {"role": "user", "content": f"Requirement: {requirement}\n\nWork:\n{output.raw}"},
     ]
     fmt = {"type": "json_object"} if task.llm.model.startswith("openai/") else None
-    reply = yield from llm_call(task.llm, messages, purpose="guardrail", response_format=fmt)
+    reply = yield from llm_call(task.llm, messages, policy=policy, purpose="guardrail",
+                                response_format=fmt)
     text = (reply.content or "").strip()
     try:
         verdict = json.loads(text[text.find("{"):text.rfind("}") + 1])
@@ -60,14 +63,14 @@ def _interpret(name: str, task: PreparedTask, result: Any) -> tuple[bool, Any]:
         "(bool, value) pair")
 
 
-def check_output(task: PreparedTask, output: TaskOutput
+def check_output(task: PreparedTask, output: TaskOutput, policy: RequestPolicy
                  ) -> Step[tuple[bool, TaskOutput, tuple[GuardrailVerdict, ...], Any]]:
     """Run every guardrail on ``output``: (passed, output, verdicts, feedback)."""
     verdicts: list[GuardrailVerdict] = []
     for guardrail in task.task.all_guardrails:
         name = guardrail_name(guardrail)
         if isinstance(guardrail, str):
-            passed, value = yield from _judge(task, guardrail, output)
+            passed, value = yield from _judge(task, guardrail, output, policy)
         else:
             try:
                 result = yield Call(guardrail, (output,))
@@ -76,12 +79,8 @@ def check_output(task: PreparedTask, output: TaskOutput
                     f"guardrail {name!r} of task {task.name!r} raised "
                     f"{type(exc).__name__}: {exc}") from exc
             passed, value = _interpret(name, task, result)
-        if events.listening():
-            scope = current_scope()
-            events.emit(events.GuardrailChecked(
-                run_id=scope.run_id if scope else "", task=task.name,
-                attempt=scope.attempt or 0 if scope else 0, guardrail=name, passed=passed,
-                feedback=None if passed else str(value)))
+        notify(events.GuardrailChecked, task=task.name, guardrail=name, passed=passed,
+               feedback=None if passed else str(value))
         if not passed:
             verdicts.append(GuardrailVerdict(name, False, value))
             return False, output, tuple(verdicts), value

@@ -6,13 +6,18 @@ a single token is spent.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from crewline._definitions.agent import Agent
 from crewline._definitions.llm import LLM
 from crewline._definitions.task import Task
 
-__all__ = ["PreparedTask"]
+if TYPE_CHECKING:
+    from crewline._accounting.ratelimit import RateLimiter
+    from crewline.budget.budget import Budget
+
+__all__ = ["PreparedTask", "RunPlan"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,3 +38,16 @@ class PreparedTask:
     """Indices of the tasks whose outputs this task sees, in task order."""
     waits_for: tuple[int, ...]
     """Indices that must be finished before this task starts."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunPlan:
+    """What one kickoff of a crew will do, made by the crew's process before the run starts:
+    the run is built from this, never from the ``Crew`` itself."""
+
+    tasks: tuple[PreparedTask, ...]
+    budget: Budget | None = None
+    """The crew's own budget (period ``"run"`` means each run)."""
+    limiter: RateLimiter | None = None
+    """The crew's rate limiter, shared by every run of that crew object."""
+    inputs: dict[str, Any] = field(default_factory=dict)

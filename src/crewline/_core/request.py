@@ -1,9 +1,16 @@
-"""One LLM request, start to finish: rate limits, budget reservation, sending, recording,
+"""One LLM request, start to finish: rate limits, budget holds, sending, recording,
 settling and provider retries. Written once as a step; every driver runs this same code.
 
-Each request the provider saw, or may have seen, becomes exactly one ``UsageRecord`` in
-the scope current where the request was made: successes with the reported tokens,
-failures and cancellations with ``outcome="error"``.
+Each try the provider saw, or may have seen, becomes exactly one ``UsageRecord`` in the
+scope current where the request was made: successes with the tokens reported, failures
+with ``outcome="error"``, tries cut off in flight with ``outcome="cancelled"``. A try that
+never left this process (no credentials, connection refused) is not a request the provider
+saw: it is retried or raised, and recorded nowhere.
+
+Budgets: a reply whose usage can be trusted settles its holds to the actual spend; a reply
+without usage, with usage that cannot be right (negative, absurdly large, no prompt), or a
+try cut off in flight settles at the full hold, since the provider may have billed it; a
+provider error releases the holds.
 """
 
 from __future__ import annotations
@@ -11,28 +18,32 @@ from __future__ import annotations
 import random
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from crewline import events
+from crewline._accounting.policy import Holds, RequestPolicy
 from crewline._accounting.pricing import Price, price_of
-from crewline._accounting.ratelimit import RateLimiter
-from crewline._accounting.usage import Purpose, UsageRecord, UsageScope, current_scope
-from crewline._core.effects import Send, Sleep, Step
+from crewline._accounting.usage import Outcome, Purpose, UsageRecord, UsageScope, current_scope
+from crewline._core.effects import Reserve, Send, Settle, Sleep, Step
 from crewline.budget.amount import Amount
 from crewline.errors import BudgetExceededError, DefinitionError, ProviderError
 from crewline.log import get_logger
 from crewline.transport.litellm import DEFAULT_TRANSPORT, ChatResponse, litellm_module
 
 if TYPE_CHECKING:
+    from crewline._accounting.ratelimit import RateLimiter
     from crewline._definitions.llm import LLM
-    from crewline.budget import Budget, Reservation
 
-__all__ = ["build_request", "llm_call"]
+__all__ = ["build_request", "llm_call", "trusted_usage", "worst_case"]
 
 _MAX_BACKOFF = 60.0
-_log = get_logger("crewline._definitions.llm")
+_MAX_TRUSTED_TOKENS = 100_000_000
+"""More tokens than any model's context and output together: a count above it is noise."""
+_log = get_logger("crewline.llm")
 
 
 def build_request(llm: LLM, messages: list[dict[str, Any]], *,
@@ -70,56 +81,36 @@ def worst_case(llm: LLM, request: dict[str, Any], price: Price) -> Amount:
     return Amount(cost=price.cost(prompt, output), tokens=prompt + output, requests=1)
 
 
-def _reserve(budgets: tuple[tuple[Budget, str], ...], llm: LLM, request: dict[str, Any],
-             price: Price, run_id: str) -> list[Reservation]:
-    """Hold the worst case on every budget in scope, all or nothing."""
-    if not price.known:
-        for budget, _ in budgets:
-            if budget.requires_price:
-                raise DefinitionError(
-                    f"budget {budget.name!r} caps cost, but model {llm.model!r} has no known "
-                    "price: set LLM(input_cost_per_token=..., output_cost_per_token=...)")
-    amount = worst_case(llm, request, price)
-    reservations: list[Reservation] = []
-    seen: set[int] = set()
-    try:
-        for budget, key in budgets:
-            if id(budget) in seen:  # one Budget in two scopes is one cap, charged once
-                continue
-            seen.add(id(budget))
-            reservations.append(budget.reserve(amount, run_id=key))
-    except BudgetExceededError as exc:
-        for r in reservations:
-            r.release()
-        if events.listening():
-            events.emit(events.BudgetExceeded(run_id=run_id, budget=exc.budget,
-                                              message=exc.message))
-        raise
-    if events.listening():
-        for r in reservations:
-            events.emit(events.BudgetReserved(run_id=run_id, budget=r.budget.name,
-                                              cost=str(amount.cost), tokens=amount.tokens,
-                                              requests=amount.requests))
-    return reservations
+def trusted_usage(response: ChatResponse) -> bool:
+    """Whether the reply's usage can be billed as reported.
+
+    litellm fills a missing ``usage`` with zeros, so 0 prompt tokens means no usage: every
+    real request has a prompt. Negative or absurd counts are not a provider's bill either.
+    """
+    counts = (response.prompt_tokens, response.completion_tokens,
+              response.cached_prompt_tokens, response.reasoning_tokens)
+    return (response.usage_reported and response.prompt_tokens > 0
+            and all(0 <= n <= _MAX_TRUSTED_TOKENS for n in counts))
 
 
 def _record(scope: UsageScope, llm: LLM, purpose: Purpose, price: Price,
-            response: ChatResponse | None, started_at: datetime, latency: float
-            ) -> UsageRecord:
-    if response is None:
-        prompt = completion = cached = reasoning = 0
-        cost, priced = Decimal(0), price.known
-    else:
-        prompt, completion = response.prompt_tokens, response.completion_tokens
-        cached, reasoning = response.cached_prompt_tokens, response.reasoning_tokens
-        cost = price.cost(prompt, completion, cached)
-        priced = price.known and response.usage_reported
+            response: ChatResponse | None, outcome: Outcome, started_at: datetime,
+            latency: float) -> UsageRecord:
+    prompt = completion = cached = reasoning = 0
+    cost, priced = Decimal(0), price.known and outcome == "error"
+    if response is not None:
+        prompt, completion = max(response.prompt_tokens, 0), max(response.completion_tokens, 0)
+        cached = max(response.cached_prompt_tokens, 0)
+        reasoning = max(response.reasoning_tokens, 0)
+        priced = price.known and trusted_usage(response)
+        if priced:
+            cost = price.cost(prompt, completion, cached)
     record = UsageRecord(
         id=uuid.uuid4().hex, run_id=scope.run_id, task=scope.task, attempt=scope.attempt,
         agent=scope.agent, purpose=purpose, model=llm.model, prompt_tokens=prompt,
         completion_tokens=completion, cached_prompt_tokens=cached,
         reasoning_tokens=reasoning, cost=cost, priced=priced, latency_s=latency,
-        started_at=started_at, outcome="ok" if response is not None else "error")
+        started_at=started_at, outcome=outcome)
     scope.add(record)
     return record
 
@@ -131,63 +122,123 @@ def _backoff(llm: LLM, retry: int, error: ProviderError) -> float:
     return min(base * random.uniform(0.5, 1.0), _MAX_BACKOFF)
 
 
-def llm_call(llm: LLM, messages: list[dict[str, Any]], *, purpose: Purpose,
-             tools: list[dict[str, Any]] | None = None,
+def _check_priced(policy: RequestPolicy, llm: LLM, price: Price) -> None:
+    capped = policy.requires_price
+    if capped and not price.known:
+        raise DefinitionError(
+            f"budget {capped[0]!r} caps cost, but model {llm.model!r} has no known price: "
+            "set LLM(input_cost_per_token=..., output_cost_per_token=...)")
+
+
+def _admit(llm: LLM, request: dict[str, Any], limiters: tuple[RateLimiter, ...]) -> Step[None]:
+    """Book the request on every rate limiter, then wait what the slowest one asks."""
+    if not limiters:
+        return
+    needs_tokens = any(lim.tokens is not None for lim in limiters)
+    estimate = _count_prompt(llm, request) + (llm.max_tokens or 0) if needs_tokens else 0
+    wait = max(lim.acquire(estimate) for lim in limiters)
+    if wait > 0:
+        yield Sleep(wait)
+
+
+def _hold(policy: RequestPolicy, llm: LLM, request: dict[str, Any], price: Price,
+          run_id: str) -> Step[Holds | None]:
+    """Reserve the worst case on every budget in force, all or nothing."""
+    if not policy.budgets:
+        return None
+    amount = worst_case(llm, request, price)
+    try:
+        holds: Holds = yield Reserve(policy.budgets, amount, policy.blocking)
+    except BudgetExceededError as exc:
+        if events.listening():
+            events.emit(events.BudgetExceeded(run_id=run_id, budget=exc.budget,
+                                              message=exc.message))
+        raise
+    if events.listening():
+        for r in holds.reservations:
+            events.emit(events.BudgetReserved(run_id=run_id, budget=r.budget.name,
+                                              cost=str(amount.cost), tokens=amount.tokens,
+                                              requests=amount.requests))
+    return holds
+
+
+def _settle(holds: Holds | None, blocking: bool, record: UsageRecord | None,
+            trusted: bool) -> Step[None]:
+    if holds is None:
+        return
+    if record is None:
+        yield Settle(holds, "release", None, blocking)
+    elif trusted:
+        actual = Amount(cost=record.cost, tokens=record.total_tokens, requests=1)
+        yield Settle(holds, "actual", actual, blocking)
+    else:
+        yield Settle(holds, "full", None, blocking)
+
+
+@contextmanager
+def _closing(holds: Holds | None) -> Iterator[None]:
+    """Leave no hold open: one the try did not close is settled at the full hold."""
+    if holds is None:
+        yield
+        return
+    with holds.guarded():
+        yield
+
+
+def _try(scope: UsageScope, llm: LLM, purpose: Purpose, price: Price, policy: RequestPolicy,
+         request: dict[str, Any]) -> Step[ChatResponse]:
+    """One try: hold, send, record, settle."""
+    transport = llm.transport or DEFAULT_TRANSPORT
+    holds = yield from _hold(policy, llm, request, price, scope.run_id)
+    with _closing(holds):
+        started_at, t0 = datetime.now(UTC), time.perf_counter()
+        try:
+            response: ChatResponse = yield Send(transport, request)
+        except ProviderError as exc:
+            record = None
+            if getattr(exc, "sent", True):
+                record = _record(scope, llm, purpose, price, None, "error", started_at,
+                                 time.perf_counter() - t0)
+            yield from _settle(holds, policy.blocking, None, False)
+            if record is not None and events.listening():
+                events.emit(events.LLMCallFinished(run_id=scope.run_id, record=record,
+                                                   error=exc.message))
+            raise
+        except BaseException:
+            # Cut off in flight (cancelled, interrupted): the provider may have served and
+            # billed it, so it is on record, and leaving the block settles its holds in full.
+            _record(scope, llm, purpose, price, None, "cancelled", started_at,
+                    time.perf_counter() - t0)
+            raise
+        record = _record(scope, llm, purpose, price, response, "ok", started_at,
+                         time.perf_counter() - t0)
+        yield from _settle(holds, policy.blocking, record, trusted_usage(response))
+    if events.listening():
+        events.emit(events.LLMCallFinished(run_id=scope.run_id, record=record))
+    return response
+
+
+def llm_call(llm: LLM, messages: list[dict[str, Any]], *, policy: RequestPolicy,
+             purpose: Purpose, tools: list[dict[str, Any]] | None = None,
              response_format: dict[str, Any] | None = None) -> Step[ChatResponse]:
-    """Send one request (retrying what is retryable) and record every attempt at it."""
+    """Send one request (retrying what is retryable) and record every try at it."""
     scope = current_scope()
     if scope is None:
         raise RuntimeError("crewline: LLM request made outside any usage scope (engine bug)")
     request = build_request(llm, messages, tools=tools, response_format=response_format)
     price = price_of(llm)
-    budgets: tuple[tuple[Budget, str], ...] = scope.all_budgets()  # type: ignore[assignment]
-    transport = llm.transport or DEFAULT_TRANSPORT
-    limiters: list[RateLimiter] = [*scope.all_limiters()]  # type: ignore[list-item]
-    if llm.limiter is not None:
-        limiters.append(llm.limiter)
+    _check_priced(policy, llm, price)
+    limiters = (*policy.limiters, *((llm.limiter,) if llm.limiter is not None else ()))
     retry = 0
     while True:
-        if limiters:
-            needs_tokens = any(lim.tokens is not None for lim in limiters)
-            estimate = _count_prompt(llm, request) + (llm.max_tokens or 0) if needs_tokens else 0
-            wait = max(lim.acquire(estimate) for lim in limiters)
-            if wait > 0:
-                yield Sleep(wait)
-        reservations = _reserve(budgets, llm, request, price, scope.run_id) if budgets else []
-        started_at = datetime.now(UTC)
-        t0 = time.perf_counter()
+        yield from _admit(llm, request, limiters)
         try:
-            response: ChatResponse = yield Send(transport, request)
+            return (yield from _try(scope, llm, purpose, price, policy, request))
         except ProviderError as exc:
-            record = _record(scope, llm, purpose, price, None, started_at,
-                             time.perf_counter() - t0)
-            for r in reservations:
-                r.release()
-            if events.listening():
-                events.emit(events.LLMCallFinished(run_id=scope.run_id, record=record,
-                                                   error=exc.message))
-            if exc.retryable and retry < llm.num_retries:
-                retry += 1
-                delay = _backoff(llm, retry, exc)
-                _log.warning("provider error, retrying", model=llm.model, status=exc.status,
-                             kind=exc.kind, retry=retry, delay_s=round(delay, 3))
-                yield Sleep(delay)
-                continue
-            raise
-        except BaseException:
-            # Cancelled or interrupted mid-request: the provider may have served it, so
-            # it is a failed request on record; the hold on every budget is released.
-            _record(scope, llm, purpose, price, None, started_at, time.perf_counter() - t0)
-            for r in reservations:
-                r.release()
-            raise
-        record = _record(scope, llm, purpose, price, response, started_at,
-                         time.perf_counter() - t0)
-        if reservations:
-            actual = Amount(cost=record.cost, tokens=record.total_tokens, requests=1)
-            for r in reservations:
-                # A reply without usage was still served: charge the budget its hold.
-                r.settle(actual if response.usage_reported else r.amount)
-        if events.listening():
-            events.emit(events.LLMCallFinished(run_id=scope.run_id, record=record))
-        return response
+            if not exc.retryable or retry >= llm.num_retries:
+                raise
+            retry += 1
+            delay = _backoff(llm, retry, exc)
+            _log.warning("provider error, retrying", model=llm.model, status=exc.status,
+                         kind=exc.kind, retry=retry, delay_s=round(delay, 3))
+            yield Sleep(delay)

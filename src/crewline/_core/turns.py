@@ -12,7 +12,9 @@ import json
 from typing import Any
 
 from crewline import events
+from crewline._accounting.policy import RequestPolicy
 from crewline._core.effects import Call, Step
+from crewline._core.notify import notify
 from crewline._core.prepared import PreparedTask
 from crewline._core.request import llm_call
 from crewline.errors import MaxIterationsError
@@ -69,23 +71,16 @@ def _run_tool(task: PreparedTask, call: ToolCallRequest) -> Step[str]:
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
                 result = f"Error: tool {call.name!r} raised {error}"
-    if events.listening():
-        from crewline._accounting.usage import current_scope
-
-        scope = current_scope()
-        events.emit(events.ToolCalled(
-            run_id=scope.run_id if scope else "", task=task.name,
-            attempt=scope.attempt if scope else None, tool=call.name, ok=error is None,
-            error=error))
+    notify(events.ToolCalled, task=task.name, tool=call.name, ok=error is None, error=error)
     return result
 
 
-def agent_answer(task: PreparedTask, messages: list[dict[str, Any]],
+def agent_answer(task: PreparedTask, messages: list[dict[str, Any]], policy: RequestPolicy,
                  response_format: dict[str, Any] | None = None) -> Step[str]:
     """Run the tool loop until the model gives a final answer; return its text."""
     specs = [t.openai_spec() for t in task.agent.tools] or None
     for _turn in range(task.agent.max_iter):
-        reply = yield from llm_call(task.llm, messages, purpose="agent", tools=specs,
+        reply = yield from llm_call(task.llm, messages, policy=policy, purpose="agent", tools=specs,
                                     response_format=response_format)
         if not reply.tool_calls:
             return reply.content or ""

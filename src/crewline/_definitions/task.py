@@ -11,7 +11,12 @@ from crewline._definitions.agent import Agent
 from crewline._definitions.base import Definition
 from crewline.budget import Budget
 
-__all__ = ["Guardrail", "Task"]
+__all__ = ["Guardrail", "Task", "task_name"]
+
+def task_name(index: int, explicit: str | None) -> str:
+    """A task's name: its own, else a stable default from its position (``task_3``)."""
+    return explicit if explicit else f"task_{index + 1}"
+
 
 Guardrail = Callable[[Any], Any] | str
 """A callable ``(TaskOutput) -> (bool, Any)``, or a text an LLM judges the output against."""

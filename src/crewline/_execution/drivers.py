@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
-from crewline._core.effects import Call, Effect, Send, Sleep, Step
+from crewline._core.effects import Call, Effect, Ledgered, Reserve, Send, Settle, Sleep, Step
 from crewline._execution.workers import run_sync, worker_pool
 
 __all__ = ["drive", "drive_async"]
@@ -54,6 +54,8 @@ def _perform(effect: Effect) -> Any:
     if isinstance(effect, Sleep):
         time.sleep(effect.seconds)
         return None
+    if isinstance(effect, Reserve | Settle):
+        return effect.perform()
     raise TypeError(f"unknown effect {effect!r}")
 
 
@@ -72,7 +74,31 @@ async def _aperform(effect: Effect) -> Any:
     if isinstance(effect, Sleep):
         await asyncio.sleep(effect.seconds)
         return None
+    if isinstance(effect, Reserve | Settle):
+        return effect.perform() if not effect.blocking else await _off_loop(effect)
     raise TypeError(f"unknown effect {effect!r}")
+
+
+async def _off_loop(effect: Ledgered) -> Any:
+    """A ledger operation that may wait on I/O, on crewline's worker threads.
+
+    If the awaiting task is cancelled, the operation is still waited for (a thread cannot
+    be interrupted), and what it did is undone when its result can no longer be delivered:
+    holds taken for a request that will never be sent are given back.
+    """
+    done: list[Any] = []
+
+    def perform() -> Any:
+        result = effect.perform()
+        done.append(result)
+        return result
+
+    try:
+        return await run_sync(perform)
+    except asyncio.CancelledError:
+        for result in done:
+            effect.undo(result)
+        raise
 
 
 class _Stepper:

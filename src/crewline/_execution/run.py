@@ -1,7 +1,8 @@
 """A run: everything one kickoff owns, and nothing a definition does.
 
-The run prepares its tasks (templates filled, agents and context resolved) before any
-request is sent, holds the run usage scope and the outputs as tasks finish, and turns
+A run is built from the plan its crew's process made (templates filled, agents and
+context resolved before any request is sent); it holds the run's usage scope, the policy
+every request obeys (budgets and rate limits), the outputs as tasks finish, and it turns
 failures into the one exception a kickoff raises. Two concurrent kickoffs of one ``Crew``
 have two runs and share nothing mutable.
 """
@@ -12,100 +13,50 @@ import asyncio
 import logging
 import threading
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from structlog.contextvars import bound_contextvars
 
 from crewline import events
-from crewline._accounting.usage import UsageScope
+from crewline._accounting.policy import NO_POLICY, BudgetAccount
+from crewline._accounting.usage import Usage, UsageScope
 from crewline._core.attempts import run_task
 from crewline._core.effects import Step
 from crewline._core.outputs import CrewOutput, TaskOutput
-from crewline._core.prepared import PreparedTask
-from crewline._core.templates import fill
-from crewline.errors import CrewlineError, DefinitionError, InputError
+from crewline._core.prepared import PreparedTask, RunPlan
+from crewline.errors import CrewlineError
 from crewline.log import get_logger
 
 if TYPE_CHECKING:
-    from crewline._crew.crew import Crew
     from crewline.budget import Budget
 
-__all__ = ["Run", "prepare_tasks", "task_name"]
+__all__ = ["Run"]
 
-_log = get_logger("crewline._execution.run")
-
-
-def task_name(index: int, explicit: str | None) -> str:
-    """A task's name: its own, else a stable default from its position (``task_3``)."""
-    return explicit if explicit else f"task_{index + 1}"
-
-
-def prepare_tasks(crew: Crew, inputs: Mapping[str, Any]) -> tuple[PreparedTask, ...]:
-    """Resolve every task for one run, or raise before anything is spent."""
-    tasks = crew.tasks
-    position = {id(t): i for i, t in enumerate(tasks)}
-    prepared: list[PreparedTask] = []
-    pending: list[int] = []  # background tasks started since the main line last joined
-    for i, task in enumerate(tasks):
-        name = task_name(i, task.name)
-        agent = task.agent or (crew.agents[0] if len(crew.agents) == 1 else None)
-        if agent is None:  # Crew validation makes this unreachable; kept as a guard
-            raise DefinitionError(f"task {name!r} has no agent")
-        llm = agent.llm or crew.llm
-        if llm is None:
-            raise DefinitionError(f"agent {agent.role!r} (task {name!r}) has no llm")
-        role = fill(agent.role, inputs, where=f"agent {agent.role!r} role")
-        where = f"task {name!r}"
-        if task.context is not None:
-            context_from = tuple(sorted(position[id(t)] for t in task.context))
-        else:
-            context_from = tuple(j for j in range(i) if j not in pending)
-        if task.async_execution:
-            waits_for = tuple(j for j in context_from if j in pending)
-        else:
-            waits_for = tuple(pending)
-            context_from = context_from if task.context is not None else tuple(range(i))
-        prepared.append(PreparedTask(
-            index=i, name=name, task=task, agent=agent, llm=llm,
-            description=fill(task.description, inputs, where=f"{where} description"),
-            expected_output=fill(task.expected_output, inputs,
-                                 where=f"{where} expected_output"),
-            role=role,
-            goal=fill(agent.goal, inputs, where=f"agent {agent.role!r} goal"),
-            backstory=fill(agent.backstory, inputs, where=f"agent {agent.role!r} backstory"),
-            background=task.async_execution, context_from=context_from, waits_for=waits_for))
-        if task.async_execution:
-            pending.append(i)
-        else:
-            pending.clear()
-    return tuple(prepared)
+_log = get_logger("crewline.run")
 
 
 class Run:
     """The state of one kickoff."""
 
-    def __init__(self, crew: Crew, inputs: Mapping[str, Any] | None = None, *,
-                 budget: Budget | None = None, listeners: Sequence[Any] = (),
-                 budget_key: str | None = None) -> None:
-        if inputs is not None and not isinstance(inputs, Mapping):
-            raise InputError(f"inputs must be a mapping of names to values, got "
-                             f"{type(inputs).__name__}")
+    def __init__(self, plan: RunPlan, *, budget: Budget | None = None,
+                 listeners: Sequence[Any] = (), budget_key: str | None = None) -> None:
         self.id = uuid.uuid4().hex
-        self.crew = crew
-        self.inputs = dict(inputs or {})
-        self.tasks = prepare_tasks(crew, self.inputs)
+        self.plan = plan
+        self.inputs = plan.inputs
+        self.tasks = plan.tasks
         self.listeners = tuple(listeners)
         # A kickoff's own budget spans its batch (kickoff_for_each); the crew's and the
         # tasks' budgets are definitions, so period "run" means each run.
-        budgets: tuple[tuple[Budget, str], ...] = ()
+        accounts = []
         if budget is not None:
-            budgets += ((budget, budget_key or self.id),)
-        if crew.budget is not None:
-            budgets += ((crew.budget, self.id),)
-        limiters = (crew.limiter,) if crew.limiter is not None else ()
-        self.scope = UsageScope("run", run_id=self.id, budgets=budgets, limiters=limiters)
+            accounts.append(BudgetAccount(budget, budget_key or self.id))
+        if plan.budget is not None:
+            accounts.append(BudgetAccount(plan.budget, self.id))
+        self.policy = NO_POLICY.extended(
+            budgets=accounts, limiters=(plan.limiter,) if plan.limiter is not None else ())
+        self.scope = UsageScope("run", run_id=self.id)
         self._outputs: dict[int, TaskOutput] = {}
         self._failures: list[BaseException] = []
         self._lock = threading.Lock()
@@ -115,11 +66,12 @@ class Run:
         with self._lock:
             context = "\n\n".join(self._outputs[j].raw for j in task.context_from
                                   if j in self._outputs)
-        budgets: tuple[object, ...] = ()
+        policy = self.policy
         if task.task.budget is not None:
-            budgets = ((task.task.budget, f"{self.id}:{task.name}"),)
+            policy = policy.extended(
+                budgets=(BudgetAccount(task.task.budget, f"{self.id}:{task.name}"),))
         try:
-            output = yield from run_task(task, context, self.scope, budgets)
+            output = yield from run_task(task, context, self.scope, policy)
         except BaseException as exc:
             self.failed(exc)
             raise
@@ -185,8 +137,6 @@ class Run:
             first.other_errors = tuple(failures[1:])
         else:  # cancellation and interrupts keep their type; the spend rides along
             first.usage_records = records  # type: ignore[attr-defined]
-            from crewline._accounting.usage import Usage
-
             first.usage = Usage.from_records(records)  # type: ignore[attr-defined]
         return first
 

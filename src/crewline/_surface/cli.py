@@ -133,8 +133,7 @@ def _configure_logging() -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from crewline import CrewlineError, DefinitionError, InputError
-    from crewline._surface.crewfile import load_crew
+    from crewline import Crew, CrewlineError, DefinitionError, InputError
 
     inputs = _inputs(args.input, args.inputs_json)
     budget = _budget(args.budget_usd)
@@ -143,7 +142,7 @@ def _run(args: argparse.Namespace) -> int:
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # tools in the current directory, as python -m
     try:
-        crew = load_crew(args.crew, model=args.model)
+        crew = Crew.from_yaml(args.crew, model=args.model)
     except DefinitionError as exc:
         raise UsageError(str(exc)) from None
     progress = Progress(sys.stderr, live=_is_terminal(sys.stderr))

@@ -19,7 +19,7 @@ from importlib import resources
 from typing import Any, TextIO
 
 from crewline import Crew, CrewlineError, CrewOutput, Usage
-from crewline._surface.crewfile import crew_from_mapping, parse_yaml
+from crewline._crew.crewfile import crew_from_mapping, parse_yaml
 from crewline._surface.report import dollars, usage_table
 from crewline.events import ToolCalled
 from crewline.examples.tools import FACTS
@@ -39,7 +39,7 @@ def demo_crew(base_url: str, *, api_key: str = "sk-demo") -> Crew:
     data = parse_yaml(text, source="research.yaml")
     llm = {k: v for k, v in data["llm"].items() if k != "api_key_env"}
     data["llm"] = {**llm, "base_url": base_url, "api_key": api_key}
-    return crew_from_mapping(data, source="research.yaml", model=MODEL)
+    return crew_from_mapping(data, crew_type=Crew, source="research.yaml", model=MODEL)
 
 
 def _topic_of(messages: list[dict[str, Any]]) -> str | None:

@@ -28,12 +28,12 @@ import re
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from crewline._crew.crew import Crew, Process
+from crewline._crew.process import Process
 from crewline._definitions.agent import Agent
 from crewline._definitions.llm import LLM
 from crewline._definitions.task import Task
@@ -58,8 +58,11 @@ _PRICE_KEYS = ("input_cost_per_token", "output_cost_per_token")
 _IMPORT_PATH = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 
 
-def load_crew(path: str | os.PathLike[str], *, model: str | None = None,
-              budget: Budget | None = None) -> Crew:
+C = TypeVar("C", bound=BaseModel)
+
+
+def load_crew(path: str | os.PathLike[str], *, crew_type: type[C], model: str | None = None,
+              budget: Budget | None = None) -> C:
     """The crew defined in the YAML file at ``path``.
 
     ``model`` replaces the model of every agent (keeping ``base_url``, keys and limits);
@@ -78,8 +81,8 @@ def load_crew(path: str | os.PathLike[str], *, model: str | None = None,
                               f"{exc.start})") from None
     except OSError as exc:
         raise DefinitionError(f"{source}: cannot read the file ({exc.strerror})") from None
-    return crew_from_mapping(parse_yaml(text, source=source), source=source, model=model,
-                             budget=budget)
+    return crew_from_mapping(parse_yaml(text, source=source), crew_type=crew_type,
+                             source=source, model=model, budget=budget)
 
 
 def parse_yaml(text: str, *, source: str) -> Any:
@@ -96,10 +99,14 @@ def parse_yaml(text: str, *, source: str) -> Any:
         raise DefinitionError(f"{source}: invalid YAML: {' '.join(str(exc).split())}") from None
 
 
-def crew_from_mapping(data: Any, *, source: str = "<crew>", model: str | None = None,
-                      budget: Budget | None = None) -> Crew:
-    """The crew a parsed crew file describes (``source`` names it in error messages)."""
-    return _CrewReader(source).crew(data, model=model, budget=budget)
+def crew_from_mapping(data: Any, *, crew_type: type[C], source: str = "<crew>",
+                      model: str | None = None, budget: Budget | None = None) -> C:
+    """The crew a parsed crew file describes (``source`` names it in error messages).
+
+    ``crew_type`` is ``crewline.Crew`` (``Crew.from_yaml`` passes itself): the loader sits
+    below the crew in the layers, so it is handed the class instead of importing it.
+    """
+    return _CrewReader(source).crew(data, crew_type=crew_type, model=model, budget=budget)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -432,7 +439,8 @@ class _CrewReader:
 
     # -- the crew ----------------------------------------------------------------------
 
-    def crew(self, data: Any, *, model: str | None, budget: Budget | None) -> Crew:
+    def crew(self, data: Any, *, crew_type: type[C], model: str | None,
+             budget: Budget | None) -> C:
         if data is None:
             self.fail("", "the file is empty; a crew file is a mapping with 'agents' and "
                           "'tasks'")
@@ -471,7 +479,7 @@ class _CrewReader:
             fields["budget"] = budget
         elif spec.get("budget") is not None:
             fields["budget"] = self.budget(spec["budget"])
-        crew: Crew = self.build(Crew, "", agents=tuple(agents.values()),
+        crew: C = self.build(crew_type, "", agents=tuple(agents.values()),
                                 tasks=tuple(done.values()), **fields)
         return crew
 
