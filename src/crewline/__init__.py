@@ -7,9 +7,7 @@ LLM request. ``dir(crewline)``, ``from crewline import *`` and type checkers see
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
-
+TYPE_CHECKING = False  # not typing's: importing typing alone costs more than crewline
 __version__ = "0.1.0"
 
 _PUBLIC: dict[str, str] = {
@@ -88,11 +86,11 @@ if TYPE_CHECKING:
     )
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     module = _PUBLIC.get(name)
     if module is None:
         raise AttributeError(f"module 'crewline' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
+    value = getattr(__import__(module, fromlist=[name]), name)
     globals()[name] = value  # later lookups skip this function
     return value
 
