@@ -85,17 +85,31 @@ class InputError(CrewlineError, KeyError):
 
 
 class ProviderError(CrewlineError):
-    """The LLM provider answered with an error, or could not be reached."""
+    """The LLM provider answered with an error, or could not be reached.
+
+    ``kind`` says what failed: ``"auth"`` (a key refused, or none to send), ``"connection"``
+    (no connection, or one that broke), ``"timeout"``, ``"rate_limit"`` (429),
+    ``"malformed"`` (a reply crewline cannot read), ``"status"`` (any other HTTP error
+    status, in ``status``) or ``"error"``. ``status`` is the HTTP status the provider
+    answered, ``None`` when no answer came.
+
+    ``sent`` is ``False`` only when the request certainly never reached a server: missing
+    credentials the SDK refused before sending, a refused connection, a name that did not
+    resolve. Such a request cannot have been served or billed, so the engine need not
+    count it as a failed request sent. When in doubt (a connection broken mid-request, a
+    timeout while reading) it is ``True``.
+    """
 
     def __init__(self, message: str, *, model: str, status: int | None = None,
                  retryable: bool = False, retry_after: float | None = None,
-                 kind: str = "error") -> None:
+                 kind: str = "error", sent: bool = True) -> None:
         super().__init__(message)
         self.model = model
         self.status = status
         self.retryable = retryable
         self.retry_after = retry_after
         self.kind = kind
+        self.sent = sent
 
 
 class BudgetExceededError(CrewlineError):

@@ -6,21 +6,27 @@ for programs that want crewline's own rendering: JSON or console lines on stderr
 chosen by ``CREWLINE_LOG=json|console`` and ``CREWLINE_LOG_LEVEL``. The run's context
 (``run_id``, ``task``, ``attempt``, ``agent``) is bound with structlog's contextvars, so it
 is on every line, whichever thread or asyncio task wrote it. Values under secret-looking
-keys (``api_key``, ``authorization``, ...) are replaced before rendering.
+keys (``api_key``, ``authorization``, ...) are replaced before rendering, and so are those
+same values where they appear inside other values of the line.
+
+Masking a secret inside text replaces whole tokens only, and only values long enough to
+be keys (``MIN_SECRET_LENGTH``): a plain substring replacement of ``api_key="k"`` turned
+"time taken" into "time ta***en", and hid nothing worth hiding.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import threading
-from collections.abc import MutableMapping
+from collections.abc import Iterable, MutableMapping
 from typing import Any, TextIO
 
 import structlog
 
-__all__ = ["configure", "get_logger", "redact_secrets"]
+__all__ = ["MIN_SECRET_LENGTH", "configure", "get_logger", "mask_secrets", "redact_secrets"]
 
 _SECRET_KEYS = ("api_key", "apikey", "authorization", "password", "secret", "token_value")
 
@@ -32,11 +38,41 @@ _handler: logging.Handler | None = None
 logging.getLogger("crewline").addHandler(logging.NullHandler())
 
 
+MIN_SECRET_LENGTH = 8
+"""Shorter values are not masked inside text: they are not keys, and masking them mangles."""
+
+MASK = "***"
+
+
+def mask_secrets(text: str, secrets: Iterable[str | None]) -> str:
+    """``text`` with each secret replaced by ``***`` where it stands as a whole token.
+
+    A token ends where a letter or digit run ends, so ``key=sk-abc...,`` and
+    ``"Bearer sk-abc..."`` are masked, while a secret inside a longer word is left alone.
+    """
+    for secret in sorted({s for s in secrets if s and len(s) >= MIN_SECRET_LENGTH},
+                         key=len, reverse=True):
+        if secret in text:
+            text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", MASK,
+                          text)
+    return text
+
+
 def redact_secrets(_logger: Any, _name: str, event: MutableMapping[str, Any]
                    ) -> MutableMapping[str, Any]:
+    secrets: list[str] = []
     for key in list(event):
         if any(s in key.lower() for s in _SECRET_KEYS):
-            event[key] = "***"
+            value = event[key]
+            if isinstance(value, str):
+                secrets.append(value)
+            elif hasattr(value, "get_secret_value"):
+                secrets.append(str(value.get_secret_value()))
+            event[key] = MASK
+    if secrets:
+        for key, value in event.items():
+            if isinstance(value, str) and value != MASK:
+                event[key] = mask_secrets(value, secrets)
     return event
 
 

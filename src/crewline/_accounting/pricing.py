@@ -3,15 +3,19 @@
 Prices come from the ``LLM``'s own override when given, else from litellm's price table,
 read once per model and turned into exact Decimals (a float price goes through its
 shortest repr). An unknown model without an override costs 0 and its records say
-``priced=False``: crewline never guesses a price silently.
+``priced=False``: crewline never guesses a price silently. Costs are computed in
+crewline's own ``decimal`` context (``crewline.budget.amount.MONEY``), never the caller's.
 """
 
 from __future__ import annotations
 
 import threading
+import warnings
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
+
+from crewline.budget.amount import MONEY
 
 if TYPE_CHECKING:
     from crewline._definitions.llm import LLM
@@ -31,8 +35,9 @@ class Price:
     def cost(self, prompt_tokens: int, completion_tokens: int, cached_prompt_tokens: int = 0
              ) -> Decimal:
         cached = min(cached_prompt_tokens, prompt_tokens)
-        return ((prompt_tokens - cached) * self.input + cached * self.cached_input
-                + completion_tokens * self.output)
+        total = MONEY.multiply(prompt_tokens - cached, self.input)
+        total = MONEY.add(total, MONEY.multiply(cached, self.cached_input))
+        return MONEY.add(total, MONEY.multiply(completion_tokens, self.output))
 
 
 UNKNOWN = Price(_ZERO, _ZERO, _ZERO, known=False)
@@ -66,7 +71,12 @@ def _from_litellm(model: str) -> Price:
 
 
 def price_of(llm: LLM) -> Price:
-    """The price of ``llm``'s tokens; overrides win, missing halves fall back to the table."""
+    """The price of ``llm``'s tokens; overrides win, missing halves fall back to the table.
+
+    This is the first thing a request asks about its model, before any budget hold or
+    send, so it is also where a model litellm cannot route is refused (``DefinitionError``).
+    """
+    llm.check_route()
     override_in, override_out = llm.input_cost_per_token, llm.output_cost_per_token
     if override_in is not None and override_out is not None:
         return Price(override_in, override_out, override_in, known=True)
@@ -78,6 +88,12 @@ def price_of(llm: LLM) -> Price:
     if override_in is None and override_out is None:
         return table
     if not table.known:
+        given, missing = (("input", "output") if override_in is not None
+                          else ("output", "input"))
+        warnings.warn(
+            f"LLM {llm.model!r}: {given}_cost_per_token is set but {missing}_cost_per_token "
+            f"is not, and litellm has no price for this model: its requests are unpriced "
+            f"(cost 0, priced=False); set both", UserWarning, stacklevel=2)
         return UNKNOWN
     inp = override_in if override_in is not None else table.input
     out = override_out if override_out is not None else table.output

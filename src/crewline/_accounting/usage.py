@@ -13,10 +13,12 @@ import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Literal
+
+from crewline.budget.amount import MONEY
 
 __all__ = ["Purpose", "Usage", "UsageRecord", "UsageScope", "current_scope"]
 
@@ -55,18 +57,27 @@ class UsageRecord:
         return self.prompt_tokens + self.completion_tokens
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Usage:
-    """A sum of usage records. ``requests`` counts successful requests only."""
+    """A sum of usage records. ``requests`` counts successful requests only.
+
+    ``total_tokens`` is derived (prompt + completion), never stored, so a ``Usage`` cannot
+    disagree with itself; it is still in ``to_dict()``. Fields are keyword-only: eight
+    positional numbers are too easy to put in the wrong order. Costs are summed in
+    crewline's own decimal context (``MONEY``), whatever context the caller set.
+    """
 
     requests: int = 0
     failed_requests: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    total_tokens: int = 0
     cached_prompt_tokens: int = 0
     reasoning_tokens: int = 0
     cost: Decimal = field(default=_ZERO)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
 
     def __add__(self, other: Usage) -> Usage:
         if not isinstance(other, Usage):
@@ -76,10 +87,9 @@ class Usage:
             failed_requests=self.failed_requests + other.failed_requests,
             prompt_tokens=self.prompt_tokens + other.prompt_tokens,
             completion_tokens=self.completion_tokens + other.completion_tokens,
-            total_tokens=self.total_tokens + other.total_tokens,
             cached_prompt_tokens=self.cached_prompt_tokens + other.cached_prompt_tokens,
             reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
-            cost=self.cost + other.cost,
+            cost=MONEY.add(self.cost, other.cost),
         )
 
     def __radd__(self, other: object) -> Usage:
@@ -100,17 +110,19 @@ class Usage:
             completion += r.completion_tokens
             cached += r.cached_prompt_tokens
             reasoning += r.reasoning_tokens
-            cost += r.cost
-        return cls(requests, failed, prompt, completion, prompt + completion, cached,
-                   reasoning, cost)
+            cost = MONEY.add(cost, r.cost)
+        return cls(requests=requests, failed_requests=failed, prompt_tokens=prompt,
+                   completion_tokens=completion, cached_prompt_tokens=cached,
+                   reasoning_tokens=reasoning, cost=cost)
 
     def to_dict(self) -> dict[str, int | str]:
         """JSON-friendly: the cost as a decimal string, so no float ever touches it."""
-        out: dict[str, int | str] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            out[f.name] = str(value) if isinstance(value, Decimal) else value
-        return out
+        return {"requests": self.requests, "failed_requests": self.failed_requests,
+                "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens,
+                "total_tokens": self.total_tokens,
+                "cached_prompt_tokens": self.cached_prompt_tokens,
+                "reasoning_tokens": self.reasoning_tokens, "cost": str(self.cost)}
 
 
 class UsageScope:

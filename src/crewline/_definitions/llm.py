@@ -78,6 +78,16 @@ class LLM(RateLimitedDefinition):
     def _hide_key(self, value: SecretStr | None) -> str | None:
         return None if value is None else "**********"
 
+    def check_route(self) -> None:
+        """Refuse (``DefinitionError``) a model litellm cannot route, before any request.
+
+        Not checked at construction: asking litellm means importing it (seconds), and a
+        definition is often built at import time. A custom ``transport`` routes itself.
+        """
+        if self.transport is None:
+            from crewline.transport.litellm import check_route
+
+            check_route(self.model, self.base_url)
 
 
 def _rebuild() -> None:

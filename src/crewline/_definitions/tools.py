@@ -5,12 +5,18 @@ its docstring (first paragraph: what the tool does; ``Args:`` lines: what each p
 means). A tool may be a plain or an ``async`` function: the sync driver calls sync tools
 inline, the asyncio driver awaits async ones and runs sync ones on crewline's worker
 threads in a copy of the caller's context.
+
+A ``Tool`` pickles by reference to its function's module and qualified name, as a function
+does: the other process imports the module and finds the same tool, so the module globals
+the tool reads (a ``ContextVar``, a client) are that process's real ones, never copies.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import json
+import pickle
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -90,6 +96,42 @@ class Tool:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        module = getattr(self.fn, "__module__", None)
+        qualname = getattr(self.fn, "__qualname__", None)
+        if not module or not qualname or "<locals>" in qualname or "<lambda>" in qualname:
+            raise pickle.PicklingError(
+                f"tool {self.name!r}: only tools made from module-level functions pickle "
+                f"(pickled by reference, as functions are); {qualname or self.fn!r} is not one")
+        try:
+            found = _resolve(module, qualname)
+        except (ImportError, AttributeError) as exc:
+            raise pickle.PicklingError(
+                f"tool {self.name!r}: {module}.{qualname} cannot be imported back ({exc})"
+            ) from None
+        if found is not self and found is not self.fn and getattr(found, "fn", None
+                                                                  ) is not self.fn:
+            raise pickle.PicklingError(
+                f"tool {self.name!r}: {module}.{qualname} is another object than this "
+                "tool's function, so it cannot be pickled by reference")
+        return (_tool_by_reference, (module, qualname, self.name, self.description))
+
+
+def _resolve(module: str, qualname: str) -> Any:
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _tool_by_reference(module: str, qualname: str, name: str, description: str) -> Tool:
+    """The unpickling side: the module's own tool, or one made again from its function."""
+    found = _resolve(module, qualname)
+    if isinstance(found, Tool) and found.name == name and found.description == description:
+        return found
+    fn = found.fn if isinstance(found, Tool) else found
+    return _build(fn, name, description)
 
 
 def _build(fn: Callable[..., Any], name: str | None, description: str | None) -> Tool:

@@ -3,9 +3,27 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import (
+    ROUND_HALF_EVEN,
+    Context,
+    Decimal,
+    DivisionByZero,
+    InvalidOperation,
+    Overflow,
+)
 
-__all__ = ["Amount", "Limit"]
+__all__ = ["MONEY", "Amount", "Limit"]
+
+MONEY = Context(prec=60, rounding=ROUND_HALF_EVEN,
+                traps=[InvalidOperation, DivisionByZero, Overflow])
+"""The one ``decimal`` context crewline does money arithmetic in.
+
+Decimal operators round to the *calling thread's* context, which belongs to the
+application: under ``decimal.localcontext(prec=6)`` a cost or a budget total would come out
+rounded, and differently from one thread to the next. Every sum and product of money goes
+through this context's methods instead (``MONEY.add``, ``MONEY.multiply``); 60 digits keep
+any realistic cost exact (a per-token price of 12 digits times 10^12 tokens is 24 digits).
+"""
 
 _ZERO = Decimal(0)
 
@@ -19,11 +37,11 @@ class Amount:
     requests: int = 0
 
     def __add__(self, other: Amount) -> Amount:
-        return Amount(self.cost + other.cost, self.tokens + other.tokens,
+        return Amount(MONEY.add(self.cost, other.cost), self.tokens + other.tokens,
                       self.requests + other.requests)
 
     def __sub__(self, other: Amount) -> Amount:
-        return Amount(self.cost - other.cost, self.tokens - other.tokens,
+        return Amount(MONEY.subtract(self.cost, other.cost), self.tokens - other.tokens,
                       self.requests - other.requests)
 
 
