@@ -47,10 +47,10 @@ def _body(usage: dict[str, int] | None) -> str:
 
 
 def _hold_of(crew: Crew) -> Decimal:
-    from crewline._core.request import build_request, worst_case
     from crewline._accounting.pricing import price_of
-    from crewline._crew.process import plan_run
+    from crewline._core.request import build_request, worst_case
     from crewline._core.turns import first_messages
+    from crewline._crew.process import plan_run
 
     task = plan_run(crew, {}).tasks[0]
     request = build_request(task.llm, first_messages(task, "", []))

@@ -196,7 +196,7 @@ def _try(scope: UsageScope, llm: LLM, purpose: Purpose, price: Price, policy: Re
             response: ChatResponse = yield Send(transport, request)
         except ProviderError as exc:
             record = None
-            if getattr(exc, "sent", True):
+            if exc.sent:
                 record = _record(scope, llm, purpose, price, None, "error", started_at,
                                  time.perf_counter() - t0)
             yield from _settle(holds, policy.blocking, None, False)
