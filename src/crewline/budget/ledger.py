@@ -72,7 +72,13 @@ class LimitExceeded(Exception):
 
 @runtime_checkable
 class Ledger(Protocol):
-    """Spend and holds per account; every method is safe to call from any thread."""
+    """Spend and holds per account; every method is safe to call from any thread.
+
+    Every method applies whole or raises having changed nothing. An implementation whose
+    accounts are visible to every process that unpickles it (a file, a server) says so with
+    a class attribute ``shared_across_processes = True``; ``Budget.ledger_is_shared`` reads
+    it, and a runner spreading kickoffs over processes refuses budgets without it.
+    """
 
     def reserve(self, account: str, amount: Amount, limit: Limit) -> str:
         """Atomically: if spent(account) + reserved(account) + amount fits `limit` in every
