@@ -13,6 +13,10 @@ before it failed, so a failure never hides money::
     ├── MaxIterationsError         an agent's tool loop ran past max_iter
     └── CallbackError              a task callback or guardrail raised (.output)
 
+Every one of them pickles with its fields and its usage records, so an error raised on a
+worker process reaches the driver with its type and what was spent (``CrewlineError``
+implements ``__reduce__`` once, for every subclass).
+
 Cancellation is the one exception to the rule: an ``asyncio.CancelledError`` is never
 converted (asyncio and anyio rely on its exact type), but the one re-raised out of a
 cancelled ``kickoff_async`` carries ``.usage`` and ``.usage_records`` all the same.
@@ -65,6 +69,21 @@ class CrewlineError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Rebuild from the class, ``args`` and the instance's attributes, without calling
+        ``__init__``: Exception's own reduce calls ``cls(*args)``, which cannot pass the
+        keyword-only fields of ``ProviderError`` and the like, and a subclass added later
+        with any signature needs no code of its own to cross a process boundary."""
+        return _restore_error, (type(self), self.args, dict(self.__dict__))
+
+
+def _restore_error(cls: type[CrewlineError], args: tuple[Any, ...],
+                   state: dict[str, Any]) -> CrewlineError:
+    error = cls.__new__(cls, *args)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 class DefinitionError(CrewlineError):

@@ -9,10 +9,17 @@ A ``Budget`` is an immutable definition; what it has spent lives in its ledger, 
 account per run (period ``"run"``) or per calendar day in the budget's timezone (period
 ``"day"``). Two budgets that share a ledger and a period must have distinct names, or they
 would share an account.
+
+A budget crosses process boundaries (to Ray workers) by pickling: its limits, name,
+period, timezone and clock travel as they are, and its ledger as a reference the other side
+can reopen. A ``SQLiteLedger`` reopens its file, so every process counts on the same
+accounts; an ``InMemoryLedger`` arrives empty, which only suits a ``"run"`` budget whose run
+lives in one process. ``ledger_is_shared`` tells the two apart.
 """
 
 from __future__ import annotations
 
+import pickle
 import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
@@ -86,6 +93,11 @@ class Budget:
 
     ``clock`` returns the current aware datetime; it decides which day a ``"day"`` budget
     is in, and exists so tests can cross midnight without waiting for it.
+
+    ``copy.copy`` and ``copy.deepcopy`` return the budget itself: a copy with a ledger of its
+    own would silently double the cap. Pickling cannot keep identity: unpickled, even in the
+    same process, a budget is a new object, sharing its spend with the original only if its
+    ledger is shared across processes (see ``ledger_is_shared``).
     """
 
     __slots__ = ("_clock", "_ledger", "_limit", "_name", "_period", "_shared", "_timezone",
@@ -161,6 +173,19 @@ class Budget:
         return self._limit
 
     @property
+    def ledger_is_shared(self) -> bool:
+        """Whether other processes that unpickle this budget count on the same accounts.
+
+        True for a ``SQLiteLedger`` (or any ledger declaring ``shared_across_processes``),
+        False for an ``InMemoryLedger``, which arrives empty on the other side: a budget
+        spanning kickoffs on several workers needs a shared one.
+        """
+        declared = getattr(self._ledger, "shared_across_processes", None)
+        if isinstance(declared, bool):
+            return declared
+        return not isinstance(self._ledger, InMemoryLedger)
+
+    @property
     def requires_price(self) -> bool:
         """A cost cap cannot be enforced for a model whose price is unknown."""
         return self._limit.cost is not None
@@ -229,6 +254,21 @@ class Budget:
     def __deepcopy__(self, memo: dict[int, Any]) -> Budget:
         return self
 
+    def __reduce__(self) -> tuple[Callable[..., Budget], tuple[dict[str, Any]]]:
+        if self._clock is not _utc_now:
+            try:
+                pickle.dumps(self._clock)
+            except Exception as exc:
+                raise pickle.PicklingError(
+                    f"budget {self._name!r} cannot be pickled: its clock {self._clock!r} "
+                    f"cannot ({exc}); pass a module-level function as clock=") from exc
+        return _restore_budget, ({
+            "max_cost": self._limit.cost, "max_tokens": self._limit.tokens,
+            "max_requests": self._limit.requests, "period": self._period,
+            # a private ledger is recreated private (and empty) on the other side
+            "ledger": self._ledger if self._shared else None,
+            "name": self._name, "timezone": self._timezone, "clock": self._clock},)
+
     def __repr__(self) -> str:
         parts = [f"{field}={value!r}" for field, value in (
             ("max_cost", self._limit.cost), ("max_tokens", self._limit.tokens),
@@ -239,6 +279,10 @@ class Budget:
         if self._shared:
             parts.append(f"ledger={self._ledger!r}")
         return f"Budget({', '.join(parts)})"
+
+
+def _restore_budget(arguments: dict[str, Any]) -> Budget:
+    return Budget(**arguments)
 
 
 class Reservation:

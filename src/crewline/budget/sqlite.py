@@ -12,11 +12,23 @@ owner is gone from this host (checked with ``os.kill(pid, 0)``), so ``kill -9`` 
 hold at the next reservation, and sets aside ("lapses") holds past their expiry, whoever
 owns them. A lapsed hold no longer counts against the limit, but settling it still
 records the spend: a request that outlived its TTL was paid for all the same.
+
+Token and request counts are decimal TEXT too, added in Python: SQLite's INTEGER stops at
+2**63 - 1, and a provider reporting 10**19 tokens must be charged, not refuse to settle.
+Files made before that (``PRAGMA user_version`` 0, INTEGER columns) are converted in place
+the first time this version opens them.
+
+Every write waits for other writers up to ``busy_timeout``, opening included: SQLite
+answers some lock conflicts (switching a fresh file to WAL while another connection
+does the same) with an immediate "database is locked" that its own busy handler never
+retries, so those are retried here with backoff until the same deadline.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
+import random
 import socket
 import sqlite3
 import threading
@@ -27,32 +39,46 @@ from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
+from typing import ClassVar, TypeVar
 
 from crewline.budget.amount import Amount, Limit
-from crewline.budget.ledger import LimitExceeded, check_fits, new_reservation_id
+from crewline.budget.ledger import (
+    LimitExceeded,
+    check_fits,
+    checked_amount,
+    exact_arithmetic,
+    new_reservation_id,
+)
 
 __all__ = ["SQLiteLedger"]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS spend (
+_T = TypeVar("_T")
+
+# PRAGMA user_version of the files this code writes; 0 is the INTEGER-count layout.
+_SCHEMA_VERSION = 1
+
+_TABLES = {
+    "spend": """
+CREATE TABLE spend (
     account  TEXT PRIMARY KEY,
     cost     TEXT NOT NULL,
-    tokens   INTEGER NOT NULL,
-    requests INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS reservations (
+    tokens   TEXT NOT NULL,
+    requests TEXT NOT NULL
+)""",
+    "reservations": """
+CREATE TABLE reservations (
     id       TEXT PRIMARY KEY,
     account  TEXT NOT NULL,
     cost     TEXT NOT NULL,
-    tokens   INTEGER NOT NULL,
-    requests INTEGER NOT NULL,
+    tokens   TEXT NOT NULL,
+    requests TEXT NOT NULL,
     host     TEXT NOT NULL,
     pid      INTEGER NOT NULL,
     expires  REAL NOT NULL,
     lapsed   INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS reservations_account ON reservations (account, lapsed);
-"""
+)""",
+}
+_INDEX = "CREATE INDEX IF NOT EXISTS reservations_account ON reservations (account, lapsed)"
 
 # A lapsed hold is kept this long so a late settle can still record its spend.
 _LAPSED_KEEP_SECONDS = 7 * 24 * 3600.0
@@ -66,6 +92,24 @@ class _Connection(sqlite3.Connection):
 def _text(cost: Decimal) -> str:
     """Fixed-point text ("0.00000015", not "1.5E-7"), exact and readable in the database."""
     return format(cost, "f")
+
+
+def _amount(cost: str, tokens: str | int, requests: str | int) -> Amount:
+    return Amount(Decimal(cost), int(tokens), int(requests))
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """Whether ``exc`` is another connection's lock, which waiting can resolve."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+def _reopen(path: str, reservation_ttl: float, busy_timeout: float,
+            clock: Callable[[], float]) -> SQLiteLedger:
+    return SQLiteLedger(path, reservation_ttl=reservation_ttl, busy_timeout=busy_timeout,
+                        clock=clock)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -91,7 +135,12 @@ class SQLiteLedger:
     long a hold can block others when its owner hangs rather than dies; ``busy_timeout`` is
     how long an operation waits for another writer before ``sqlite3.OperationalError``.
     ``clock`` (seconds since the epoch) exists so tests can expire holds without sleeping.
+
+    Pickled, a ledger travels as its path and options and reopens the same file on the other
+    side (which must see the same file system), so workers share its accounts.
     """
+
+    shared_across_processes: ClassVar[bool] = True
 
     def __init__(self, path: str | os.PathLike[str], *, reservation_ttl: float = 900.0,
                  busy_timeout: float = 30.0, clock: Callable[[], float] = time.time) -> None:
@@ -108,13 +157,14 @@ class SQLiteLedger:
         self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
         self._registry_lock = threading.Lock()
         self._closed = False
-        self._connection().execute("PRAGMA journal_mode=WAL")
-        with self._write() as conn:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
 
     def reserve(self, account: str, amount: Amount, limit: Limit) -> str:
+        checked_amount(amount)
         reservation_id = new_reservation_id()
         refusal: LimitExceeded | None = None
         with self._write() as conn:
@@ -129,13 +179,15 @@ class SQLiteLedger:
                 conn.execute(
                     "INSERT INTO reservations (id, account, cost, tokens, requests, host, pid,"
                     " expires) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (reservation_id, account, _text(amount.cost), amount.tokens, amount.requests,
-                     self._host, os.getpid(), self._clock() + self.reservation_ttl))
+                    (reservation_id, account, _text(amount.cost), str(amount.tokens),
+                     str(amount.requests), self._host, os.getpid(),
+                     self._clock() + self.reservation_ttl))
         if refusal is not None:
             raise refusal
         return reservation_id
 
     def settle(self, reservation_id: str, actual: Amount) -> None:
+        checked_amount(actual, "actual")
         with self._write() as conn:
             row = conn.execute("SELECT account FROM reservations WHERE id = ?",
                                (reservation_id,)).fetchone()
@@ -149,11 +201,12 @@ class SQLiteLedger:
             conn.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))
 
     def record(self, account: str, amount: Amount) -> None:
+        checked_amount(amount)
         with self._write() as conn:
             self._add_spend(conn, account, amount)
 
     def spent(self, account: str) -> Amount:
-        return self._spent(self._connection(), account)
+        return self._retrying(lambda: self._spent(self._connection(), account))
 
     def reserved(self, account: str) -> Amount:
         """Open holds on ``account``, after reclaiming dead and expired ones, so the answer
@@ -181,6 +234,65 @@ class SQLiteLedger:
     def __repr__(self) -> str:
         return f"SQLiteLedger({self.path!r}, reservation_ttl={self.reservation_ttl})"
 
+    def __reduce__(self) -> tuple[Callable[..., SQLiteLedger],
+                                  tuple[str, float, float, Callable[[], float]]]:
+        try:
+            pickle.dumps(self._clock)
+        except Exception as exc:
+            raise pickle.PicklingError(
+                f"SQLiteLedger {self.path!r} cannot be pickled: its clock {self._clock!r} "
+                f"cannot ({exc}); pass a module-level function as clock=") from exc
+        return _reopen, (self.path, self.reservation_ttl, self.busy_timeout, self._clock)
+
+    def _open(self) -> None:
+        """Switch the file to WAL and bring its schema to this version, waiting for others
+        doing the same."""
+        self._retrying(lambda: self._connection().execute("PRAGMA journal_mode=WAL"))
+        with self._write() as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > _SCHEMA_VERSION:
+                raise sqlite3.DatabaseError(
+                    f"SQLiteLedger {self.path!r} has schema version {version}, written by a "
+                    f"newer crewline; this one reads up to version {_SCHEMA_VERSION}")
+            if version < _SCHEMA_VERSION:
+                self._migrate(conn)
+            conn.execute(_INDEX)
+
+    @staticmethod
+    def _migrate(conn: _Connection) -> None:
+        """Create the tables, or rebuild version-0 ones whose counts are INTEGER columns
+        (which would turn a count past 2**63 - 1 into a rounded REAL) as TEXT."""
+        existing = {name for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        for table, create in _TABLES.items():
+            if table not in existing:
+                conn.execute(create)
+                continue
+            conn.execute(f"ALTER TABLE {table} RENAME TO {table}_v0")
+            conn.execute(create)
+            columns = [row[1] for row in conn.execute(f"PRAGMA table_info({table}_v0)")]
+            selected = ", ".join(f"CAST({c} AS TEXT)" if c in ("tokens", "requests") else c
+                                 for c in columns)
+            conn.execute(f"INSERT INTO {table} ({', '.join(columns)})"
+                         f" SELECT {selected} FROM {table}_v0")
+            conn.execute(f"DROP TABLE {table}_v0")
+        conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+
+    def _retrying(self, operation: Callable[[], _T]) -> _T:
+        """Run ``operation``, retrying "database is locked" with jittered backoff until
+        ``busy_timeout`` has passed; SQLite's busy handler does not cover every conflict."""
+        deadline = time.monotonic() + self.busy_timeout
+        delay = 0.001
+        while True:
+            try:
+                return operation()
+            except sqlite3.OperationalError as exc:
+                left = deadline - time.monotonic()
+                if not _busy(exc) or left <= 0:
+                    raise
+                time.sleep(min(left, random.uniform(delay / 2, delay)))
+                delay = min(delay * 2, 0.1)
+
     def _connection(self) -> _Connection:
         if self._closed:
             raise sqlite3.ProgrammingError(f"SQLiteLedger {self.path!r} is closed")
@@ -199,16 +311,19 @@ class SQLiteLedger:
 
     @contextmanager
     def _write(self) -> Iterator[_Connection]:
-        """A transaction that holds the write lock from its first read to its commit."""
+        """A transaction that holds the write lock from its first read to its commit, and
+        that either commits whole or is rolled back whole, whatever interrupts it."""
         conn = self._connection()
-        conn.execute("BEGIN IMMEDIATE")
+        if conn.in_transaction:  # left open by an interrupted rollback
+            conn.execute("ROLLBACK")
+        self._retrying(lambda: conn.execute("BEGIN IMMEDIATE"))
         try:
             yield conn
+            conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
 
     def _reclaim(self, conn: _Connection) -> None:
         """Free holds whose owner died on this host; lapse holds past their expiry."""
@@ -231,21 +346,23 @@ class SQLiteLedger:
                            (account,)).fetchone()
         if row is None:
             return Amount()
-        return Amount(Decimal(row[0]), row[1], row[2])
+        return _amount(*row)
 
     @staticmethod
     def _reserved(conn: _Connection, account: str) -> Amount:
         total = Amount()
-        for cost, tokens, requests in conn.execute(
-                "SELECT cost, tokens, requests FROM reservations"
-                " WHERE account = ? AND lapsed = 0", (account,)):
-            total += Amount(Decimal(cost), tokens, requests)
+        with exact_arithmetic():
+            for row in conn.execute(
+                    "SELECT cost, tokens, requests FROM reservations"
+                    " WHERE account = ? AND lapsed = 0", (account,)):
+                total += _amount(*row)
         return total
 
     def _add_spend(self, conn: _Connection, account: str, amount: Amount) -> None:
-        total = self._spent(conn, account) + amount
+        with exact_arithmetic():
+            total = self._spent(conn, account) + amount
         conn.execute(
             "INSERT INTO spend (account, cost, tokens, requests) VALUES (?, ?, ?, ?)"
             " ON CONFLICT (account) DO UPDATE SET cost = excluded.cost,"
             " tokens = excluded.tokens, requests = excluded.requests",
-            (account, _text(total.cost), total.tokens, total.requests))
+            (account, _text(total.cost), str(total.tokens), str(total.requests)))
