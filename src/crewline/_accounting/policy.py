@@ -15,19 +15,18 @@ provider, or that the provider refused).
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from crewline.budget.amount import Amount
-from crewline.budget.ledger import InMemoryLedger
 
 if TYPE_CHECKING:
     from crewline._accounting.ratelimit import RateLimiter
     from crewline.budget.budget import Budget, Reservation
 
-__all__ = ["BudgetAccount", "Holds", "RequestPolicy"]
+__all__ = ["BudgetAccount", "Holds", "RequestPolicy", "reserve_all"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,10 +64,10 @@ class RequestPolicy:
     def blocking(self) -> bool:
         """Whether reserving may wait on I/O (a ledger shared across processes).
 
-        A ledger says so with a ``blocking`` attribute; without one, every ledger but the
-        in-memory one is taken to block."""
-        return any(getattr(a.budget.ledger, "blocking",
-                           not isinstance(a.budget.ledger, InMemoryLedger))
+        A ledger may say so with a ``blocking`` attribute; without one, a ledger shared
+        across processes (``Budget.ledger_is_shared``) is taken to block, since it waits on
+        a file lock or the network."""
+        return any(getattr(a.budget.ledger, "blocking", None) or a.budget.ledger_is_shared
                    for a in self.budgets)
 
 
@@ -141,3 +140,11 @@ class Holds:
     def __repr__(self) -> str:
         return f"Holds(amount={self.amount!r}, budgets={len(self.reservations)}, " \
                f"closed={self.closed!r})"
+
+
+def reserve_all(budgets: Sequence[Budget], amount: Amount, *,
+                run_id: str) -> list[Reservation]:
+    """Reserve ``amount`` on every budget or on none (``crewline.budget.reserve_all``): the
+    engine's own path, for code that reserves outside a run."""
+    accounts = tuple(BudgetAccount(budget, run_id) for budget in budgets)
+    return list(Holds.take(accounts, amount).reservations)

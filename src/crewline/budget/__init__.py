@@ -6,11 +6,12 @@ spend and holds are counted. Amounts are ``Decimal`` dollars plus token and requ
 """
 
 from crewline.budget.amount import Amount, Limit
-from crewline.budget.budget import Budget, Reservation, reserve_all
+from crewline.budget.budget import Budget, Reservation
 from crewline.budget.ledger import InMemoryLedger, Ledger
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from crewline._accounting.policy import reserve_all
     from crewline.budget.sqlite import SQLiteLedger
 
 
@@ -20,6 +21,10 @@ def __getattr__(name: str) -> object:
         from crewline.budget.sqlite import SQLiteLedger
 
         return SQLiteLedger
+    if name == "reserve_all":  # the engine's one reservation path, all or nothing
+        from crewline._accounting.policy import reserve_all
+
+        return reserve_all
     raise AttributeError(f"module 'crewline.budget' has no attribute {name!r}")
 
 __all__ = [

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import pickle
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from types import TracebackType
@@ -32,7 +32,7 @@ from crewline.budget.amount import Amount, Limit
 from crewline.budget.ledger import InMemoryLedger, Ledger, LimitExceeded
 from crewline.errors import BudgetExceededError
 
-__all__ = ["Budget", "Period", "Reservation", "reserve_all"]
+__all__ = ["Budget", "Period", "Reservation"]
 
 Period = Literal["run", "day"]
 _PERIODS: tuple[Period, ...] = ("run", "day")
@@ -348,18 +348,3 @@ class Reservation:
     def __repr__(self) -> str:
         return (f"Reservation(budget={self._budget.name!r}, account={self._account!r}, "
                 f"amount={self._amount!r}, state={self._state!r})")
-
-
-def reserve_all(budgets: Sequence[Budget], amount: Amount, *,
-                run_id: str) -> list[Reservation]:
-    """Reserve ``amount`` on every budget or on none: a request refused by one budget must
-    not keep holds on the others while the error propagates."""
-    held: list[Reservation] = []
-    try:
-        for budget in budgets:
-            held.append(budget.reserve(amount, run_id=run_id))
-    except BaseException:
-        for reservation in reversed(held):
-            reservation.release()
-        raise
-    return held
