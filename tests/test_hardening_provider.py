@@ -161,3 +161,16 @@ def test_a_model_litellm_cannot_route_is_a_definition_error(server: FakeLLMServe
 def test_a_custom_transport_routes_any_model_name() -> None:
     crew = _crew("my-local-model", transport=ScriptedModel("done"))
     assert crew.kickoff().raw == "done"
+
+
+def test_an_unroutable_model_of_a_later_task_fails_the_kickoff_before_any_request(
+        server: FakeLLMServer) -> None:
+    good = LLM(model="openai/gpt-4o-mini", base_url=server.base_url, api_key=KEY)
+    bad = LLM(model="my-local-model", base_url=server.base_url, api_key=KEY)
+    first, second = Agent(role="First", llm=good), Agent(role="Second", llm=bad)
+    crew = Crew(agents=[first, second], tasks=[Task(description="one", agent=first),
+                                               Task(description="two", agent=second)])
+    for kickoff in (crew.kickoff, lambda: asyncio.run(crew.kickoff_async())):
+        with pytest.raises(DefinitionError, match="my-local-model"):
+            kickoff()
+    assert server.served == []  # the first task's request was never sent

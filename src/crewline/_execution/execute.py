@@ -73,6 +73,7 @@ def _execute(run: Run) -> CrewOutput:
 def execute(run: Run) -> CrewOutput:
     """Run to completion on the calling thread (``Crew.kickoff``)."""
     try:
+        run.check_routes()
         return contextvars.copy_context().run(_execute, run)
     except BaseException as exc:
         raise run.error(exc)  # noqa: B904 - the error is the run's first failure
@@ -92,6 +93,7 @@ async def execute_async(run: Run) -> CrewOutput:
     if not litellm_imported():
         await run_sync(litellm_module)  # seconds of import, kept off the event loop
     try:
+        run.check_routes()
         with run.active():
             async with asyncio.TaskGroup() as group:
                 started: dict[int, asyncio.Task[object]] = {}

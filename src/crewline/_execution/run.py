@@ -61,6 +61,12 @@ class Run:
         self._failures: list[BaseException] = []
         self._lock = threading.Lock()
 
+    def check_routes(self) -> None:
+        """Refuse, before anything is sent, a model litellm cannot route (every task's,
+        not only the first one's)."""
+        for llm in {id(t.llm): t.llm for t in self.tasks}.values():
+            llm.check_route()
+
     def step(self, task: PreparedTask) -> Step[TaskOutput]:
         """The step that runs ``task``; its context tasks are finished by construction."""
         with self._lock:
