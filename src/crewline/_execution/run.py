@@ -24,7 +24,7 @@ from crewline._core.attempts import run_task
 from crewline._core.effects import Step
 from crewline._core.outputs import CrewOutput, TaskOutput
 from crewline._core.prepared import PreparedTask
-from crewline._core.templates import fill
+from crewline._core.templates import checked_inputs, fill
 from crewline.errors import CrewlineError, DefinitionError, InputError
 from crewline.log import get_logger
 
@@ -94,7 +94,7 @@ class Run:
                              f"{type(inputs).__name__}")
         self.id = uuid.uuid4().hex
         self.crew = crew
-        self.inputs = dict(inputs or {})
+        self.inputs = checked_inputs(inputs)
         self.tasks = prepare_tasks(crew, self.inputs)
         self.listeners = tuple(listeners)
         # A kickoff's own budget spans its batch (kickoff_for_each); the crew's and the
