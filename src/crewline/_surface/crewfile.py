@@ -15,7 +15,10 @@ Choices a reader should know about:
 * An agent's ``role`` defaults to its name; a task's name is its key, and tasks run in the
   order the file lists them. ``{placeholders}`` stay in the text until kickoff.
 * A ``guardrail`` that looks like an import path (``package.module:function``, no spaces)
-  must resolve; any other text is a requirement an LLM judges the output against.
+  must resolve; so must one that looks like a dotted path (``checks.no_numbers``), the
+  usual slip for the colon form, which would otherwise become a requirement for an LLM
+  judge and fail requests later instead of at load. Any other text is a requirement an LLM
+  judges the output against.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ BUDGET_KEYS = ("max_cost", "max_tokens", "max_requests", "period", "name", "time
 
 _PRICE_KEYS = ("input_cost_per_token", "output_cost_per_token")
 _IMPORT_PATH = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
+_DOTTED_PATH = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")
 
 
 def load_crew(path: str | os.PathLike[str], *, model: str | None = None,
@@ -250,6 +254,36 @@ class _CrewReader:
             walked.append(part)
         return found
 
+    def resolve_dotted(self, spec: str, path: str) -> Any:
+        """The object a dotted path ``package.module.attribute`` names, or a failure that
+        suggests the ``module:function`` form the file was meant to use."""
+        parts = spec.split(".")
+        suggestion = f"{'.'.join(parts[:-1])}:{parts[-1]}"
+        advice = (f"name a function as 'module:function' (e.g. {suggestion!r}), or write a "
+                  "requirement for an LLM judge as a sentence")
+        for split in range(len(parts) - 1, 0, -1):
+            module_name = ".".join(parts[:split])
+            try:
+                found: Any = importlib.import_module(module_name)
+            except ModuleNotFoundError as exc:
+                if exc.name is not None and (module_name == exc.name
+                                             or module_name.startswith(exc.name + ".")):
+                    continue  # that prefix is no module; try a shorter one
+                self.fail(path, f"{spec!r} looks like an import path but importing "
+                                f"{module_name!r} failed ({exc}); {advice}")
+            except Exception as exc:
+                self.fail(path, f"{spec!r} looks like an import path but importing "
+                                f"{module_name!r} raised {type(exc).__name__}: {exc}; {advice}")
+            for depth in range(split, len(parts)):
+                if not hasattr(found, parts[depth]):
+                    self.fail(path, f"{spec!r} looks like an import path but does not "
+                                    f"resolve ({'.'.join(parts[:depth])!r} has no attribute "
+                                    f"{parts[depth]!r}); {advice}")
+                found = getattr(found, parts[depth])
+            return found
+        self.fail(path, f"{spec!r} looks like an import path but does not resolve (no module "
+                        f"named {parts[0]!r}); {advice}")
+
     def build(self, cls: type[BaseModel], path: str, **fields: Any) -> Any:
         try:
             return cls(**fields)
@@ -337,9 +371,12 @@ class _CrewReader:
 
     def guardrail(self, value: Any, path: str) -> Any:
         text = self.string(value, path)
-        if not _IMPORT_PATH.fullmatch(text.strip()):
+        if _DOTTED_PATH.fullmatch(text.strip()):
+            found = self.resolve_dotted(text.strip(), path)
+        elif _IMPORT_PATH.fullmatch(text.strip()):
+            found = self.resolve(text, path)
+        else:
             return text  # a requirement for an LLM judge
-        found = self.resolve(text, path)
         if not callable(found):
             self.fail(path, f"{text!r} is {_kind(found)}, not a function")
         return found
