@@ -398,3 +398,18 @@ def test_a_dotted_guardrail_whose_module_fails_to_import_says_why(
     assert "tasks.write.guardrail: 'crewfile_broken_checks.polite' looks like an import path " \
            "but importing 'crewfile_broken_checks' failed (No module named " \
            "'crewfile_no_such_dependency')" in str(caught.value)
+
+
+def test_default_base_url_and_key_go_to_every_llm_without_its_own(tmp_path: Path) -> None:
+    path = write(tmp_path, edit(BASE, "    role: Writer", "    role: Writer\n"
+                                "    llm:\n      base_url: http://own:1/v1\n"
+                                "      api_key: sk-own"))
+    crew = load_crew(path, default_base_url="http://127.0.0.1:9/v1",
+                     default_api_key="sk-default")
+
+    shared, own = crew.llm, crew.agents[1].llm  # the researcher uses the crew's llm
+    assert shared is not None and own is not None
+    assert shared.base_url == "http://127.0.0.1:9/v1"
+    assert shared.api_key is not None and shared.api_key.get_secret_value() == "sk-default"
+    assert own.base_url == "http://own:1/v1"
+    assert own.api_key is not None and own.api_key.get_secret_value() == "sk-own"

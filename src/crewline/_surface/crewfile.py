@@ -63,12 +63,16 @@ _DOTTED_PATH = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")
 
 
 def load_crew(path: str | os.PathLike[str], *, model: str | None = None,
-              budget: Budget | None = None) -> Crew:
+              budget: Budget | None = None, default_base_url: str | None = None,
+              default_api_key: str | None = None) -> Crew:
     """The crew defined in the YAML file at ``path``.
 
     ``model`` replaces the model of every agent (keeping ``base_url``, keys and limits);
-    ``budget`` replaces the file's ``budget``. Raises ``DefinitionError`` for any problem
-    with the file, naming the file and the key path.
+    ``budget`` replaces the file's ``budget``. ``default_base_url`` and ``default_api_key``
+    go to every LLM of the file that sets no ``base_url`` / key of its own (the CLI's
+    ``--base-url`` and ``--api-key-env``), so a file written for one endpoint can be pointed
+    at another without editing it, and without litellm's process-wide environment variables.
+    Raises ``DefinitionError`` for any problem with the file, naming the file and the key path.
     """
     source = os.fspath(path)
     try:
@@ -83,7 +87,8 @@ def load_crew(path: str | os.PathLike[str], *, model: str | None = None,
     except OSError as exc:
         raise DefinitionError(f"{source}: cannot read the file ({exc.strerror})") from None
     return crew_from_mapping(parse_yaml(text, source=source), source=source, model=model,
-                             budget=budget)
+                             budget=budget, default_base_url=default_base_url,
+                             default_api_key=default_api_key)
 
 
 def parse_yaml(text: str, *, source: str) -> Any:
@@ -101,9 +106,12 @@ def parse_yaml(text: str, *, source: str) -> Any:
 
 
 def crew_from_mapping(data: Any, *, source: str = "<crew>", model: str | None = None,
-                      budget: Budget | None = None) -> Crew:
+                      budget: Budget | None = None, default_base_url: str | None = None,
+                      default_api_key: str | None = None) -> Crew:
     """The crew a parsed crew file describes (``source`` names it in error messages)."""
-    return _CrewReader(source).crew(data, model=model, budget=budget)
+    reader = _CrewReader(source, defaults={"base_url": default_base_url,
+                                           "api_key": default_api_key})
+    return reader.crew(data, model=model, budget=budget)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -165,8 +173,9 @@ def _pydantic_problems(exc: ValidationError, path: str) -> str:
 class _CrewReader:
     """Checks a parsed crew file key by key, so every error can name its key path."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, *, defaults: Mapping[str, Any] | None = None) -> None:
         self.source = source
+        self.defaults = {k: v for k, v in (defaults or {}).items() if v is not None}
 
     def fail(self, path: str, problem: str) -> NoReturn:
         where = f"{path}: " if path else ""
@@ -321,6 +330,9 @@ class _CrewReader:
 
     def llm(self, config: dict[str, Any], path: str, model: str | None) -> LLM:
         config = dict(config)
+        for key, value in self.defaults.items():
+            if config.get(key) is None:
+                config[key] = value
         if model is not None and config.get("model") != model:
             config = _with_model(config, model)
         if not config.get("model"):
