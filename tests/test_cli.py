@@ -11,6 +11,8 @@ import io
 import json
 import logging
 import os
+import re
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -229,7 +231,136 @@ def test_a_tiny_budget_exits_1_before_anything_is_sent(
     assert report["ok"] is False
     assert report["error"].startswith("budget 'cli' exceeded")
     assert report["usage"]["requests"] == 0
-    assert "error: budget 'cli' exceeded" in captured.err
+    assert "error: task 'research' failed: budget 'cli' exceeded" in captured.err
+
+
+def test_a_budget_refusal_is_said_once_on_stderr(
+        crew_file: Path, server: FakeLLMServer) -> None:
+    done = cli("run", str(crew_file), "-i", "topic=owls", "-i", "tone=dry",
+               "--budget-usd", "0.0000001")
+
+    assert done.returncode == 1
+    assert server.totals().requests == 0
+    # progress, then one line about the refusal: no "failed after" progress line, no
+    # "kickoff failed" log record repeating it
+    first, second = done.stderr.splitlines()
+    assert first == "[crewline] research: started (Researcher)"
+    assert re.fullmatch(r"error: task 'research' failed: budget 'cli' exceeded: reserving "
+                        r"\$0\.\d+ with \$0\.0000001 left of \$0\.0000001", second)
+    assert done.stdout.splitlines()[-1].split() == ["spent", "0", "0", "0", "$0"]
+
+
+def test_ctrl_c_prints_what_was_spent_in_one_line_and_exits_130(
+        crew_file: Path, server: FakeLLMServer) -> None:
+    server.add_rule("WRITE-STEP", Reply(delay=30))
+    base = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "crewline", "run", str(crew_file), "-i", "topic=owls",
+         "-i", "tone=dry"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**base, "PYTHONPATH": str(SRC)})
+    assert process.stderr is not None
+    lines = []
+    for line in process.stderr:  # the research task is done: the write request is in flight
+        lines.append(line.rstrip("\n"))
+        if line.startswith("[crewline] write: started"):
+            break
+    research = server.totals()  # the write request is held by the server, not yet served
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+
+    assert process.returncode == 130
+    lines += err.splitlines()
+    assert research.requests == 2
+    # the write request may be cut off in flight (recorded, not ok) or not yet sent
+    cut_off = "(, 1 failed or cut off)?"
+    assert re.fullmatch(
+        rf"crewline: interrupted; spent so far: 2 requests{cut_off}, "
+        rf"{research.total_tokens} tokens, {re.escape(dollars(expected_cost(research)))}",
+        lines[-1])
+    assert [line for line in lines if not line.startswith("[crewline] ")] == [lines[-1]]
+    assert "write: failed" not in err and "error=" not in err
+    assert out == ""
+
+
+def test_interrupted_before_a_run_started_says_nothing_was_spent(
+        monkeypatch: pytest.MonkeyPatch, crew_file: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("crewline._crew.crewfile.load_crew", interrupted)
+
+    assert main(["run", str(crew_file)]) == 130
+    assert capsys.readouterr().err == ("crewline: interrupted; no run had started, nothing "
+                                       "was spent\n")
+
+
+# -- --base-url and --api-key-env ------------------------------------------------------------
+
+BARE_CREW = """\
+llm:
+  model: openai/gpt-4o-mini
+  num_retries: 0
+agents:
+  writer:
+    role: Writer
+  local:
+    role: Local
+    llm:
+      base_url: {own_url}
+      api_key: sk-own
+tasks:
+  first:
+    description: FIRST-STEP Write about {{topic}}.
+    agent: writer
+  second:
+    description: SECOND-STEP Again.
+    agent: local
+"""
+
+
+def test_base_url_and_api_key_env_reach_every_llm_without_its_own(
+        tmp_path: Path, server: FakeLLMServer, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    with FakeLLMServer() as own:
+        path = tmp_path / "bare.yaml"
+        path.write_text(BARE_CREW.format(own_url=own.base_url))
+        monkeypatch.setenv("CLI_TEST_KEY", "sk-from-the-env")
+        for variable in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_API_BASE"):
+            monkeypatch.delenv(variable, raising=False)
+
+        code = main(["run", str(path), "-i", "topic=owls", "--base-url", server.base_url,
+                     "--api-key-env", "CLI_TEST_KEY", "--json"])
+
+        captured = capsys.readouterr()
+        assert code == 0, captured.err
+        assert server.totals().requests == 1 and own.totals().requests == 1
+        assert "FIRST-STEP" in json.dumps(server.served[0].messages)
+        assert "SECOND-STEP" in json.dumps(own.served[0].messages)
+        # with no OPENAI_API_KEY, the first agent's request could only go out with the key
+        # read from CLI_TEST_KEY (the key's value is checked in test_crewfile.py)
+        assert "sk-from-the-env" not in captured.out + captured.err
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--base-url", "127.0.0.1:8000"], "--base-url: expected an http:// or https:// URL, "
+                                       "got '127.0.0.1:8000'"),
+    (["--api-key-env", "CLI_TEST_UNSET"], "--api-key-env: environment variable "
+                                          "'CLI_TEST_UNSET' is not set"),
+    (["--api-key-env", "sk-123-secret"], "--api-key-env: expected an environment variable "
+                                         "name"),
+])
+def test_bad_base_url_or_key_variable_is_a_user_error(
+        argv: list[str], expected: str, crew_file: Path, server: FakeLLMServer,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("CLI_TEST_UNSET", raising=False)
+
+    code = main(["run", str(crew_file), "-i", "topic=owls", "-i", "tone=dry", *argv])
+
+    captured = capsys.readouterr()
+    assert code == 2
+    assert captured.err.startswith(f"crewline: error: {expected}")
+    assert server.totals().requests == 0
 
 
 # -- user errors: exit 2, one line, no traceback -----------------------------------------

@@ -289,6 +289,22 @@ ERRORS = {
         edit(BASE, "    agent: writer", "    agent: writer\n"
                                         "    guardrail: crewline.examples.tools:chek"),
         "tasks.write.guardrail: cannot import 'crewline.examples.tools:chek'"),
+    "guardrail written as a dotted path": (
+        edit(BASE, "    agent: writer", "    agent: writer\n"
+                                        "    guardrail: crewfile_checks.no_numbers"),
+        "tasks.write.guardrail: 'crewfile_checks.no_numbers' looks like an import path but "
+        "does not resolve (no module named 'crewfile_checks'); name a function as "
+        "'module:function' (e.g. 'crewfile_checks:no_numbers')"),
+    "dotted guardrail with a missing attribute": (
+        edit(BASE, "    agent: writer", "    agent: writer\n"
+                                        "    guardrail: crewline.examples.tools.chek"),
+        "tasks.write.guardrail: 'crewline.examples.tools.chek' looks like an import path but "
+        "does not resolve ('crewline.examples.tools' has no attribute 'chek'); name a "
+        "function as 'module:function' (e.g. 'crewline.examples.tools:chek')"),
+    "dotted guardrail in a list": (
+        edit(BASE, "    agent: writer", "    agent: writer\n"
+                                        "    guardrails: [Be polite., checks.polite]"),
+        "tasks.write.guardrails[1]: 'checks.polite' looks like an import path"),
     "output model that is not a model": (
         edit(BASE, "    agent: writer", "    agent: writer\n"
                                         "    output_pydantic: crewline.examples.tools:lookup"),
@@ -357,3 +373,42 @@ def test_output_models_must_be_pydantic_classes(tmp_path: Path, models_module: N
                                 "    output_json: crewfile_test_models:NOT_A_MODEL"))
     with pytest.raises(DefinitionError, match=r"tasks\.write\.output_json: .* is not a pydantic"):
         Crew.from_yaml(path)
+
+
+def test_a_dotted_guardrail_path_that_resolves_is_the_function(tmp_path: Path) -> None:
+    path = write(tmp_path, edit(BASE, "    agent: writer", "    agent: writer\n"
+                                "    guardrail: crewline.examples.tools.at_most_80_words\n"
+                                "    guardrails: [Be polite., Cite e.g. two sources]"))
+    crew = Crew.from_yaml(path)
+
+    write_task = crew.tasks[1]
+    assert write_task.guardrail is at_most_80_words
+    assert write_task.guardrails == ("Be polite.", "Cite e.g. two sources")  # sentences stay
+
+
+def test_a_dotted_guardrail_whose_module_fails_to_import_says_why(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "crewfile_broken_checks.py").write_text("import crewfile_no_such_dependency\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = write(tmp_path, edit(BASE, "    agent: writer", "    agent: writer\n"
+                                "    guardrail: crewfile_broken_checks.polite"))
+    with pytest.raises(DefinitionError) as caught:
+        Crew.from_yaml(path)
+    assert "tasks.write.guardrail: 'crewfile_broken_checks.polite' looks like an import path " \
+           "but importing 'crewfile_broken_checks' failed (No module named " \
+           "'crewfile_no_such_dependency')" in str(caught.value)
+
+
+def test_default_base_url_and_key_go_to_every_llm_without_its_own(tmp_path: Path) -> None:
+    path = write(tmp_path, edit(BASE, "    role: Writer", "    role: Writer\n"
+                                "    llm:\n      base_url: http://own:1/v1\n"
+                                "      api_key: sk-own"))
+    crew = Crew.from_yaml(path, default_base_url="http://127.0.0.1:9/v1",
+                     default_api_key="sk-default")
+
+    shared, own = crew.llm, crew.agents[1].llm  # the researcher uses the crew's llm
+    assert shared is not None and own is not None
+    assert shared.base_url == "http://127.0.0.1:9/v1"
+    assert shared.api_key is not None and shared.api_key.get_secret_value() == "sk-default"
+    assert own.base_url == "http://own:1/v1"
+    assert own.api_key is not None and own.api_key.get_secret_value() == "sk-own"

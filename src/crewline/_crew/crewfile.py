@@ -15,7 +15,10 @@ Choices a reader should know about:
 * An agent's ``role`` defaults to its name; a task's name is its key, and tasks run in the
   order the file lists them. ``{placeholders}`` stay in the text until kickoff.
 * A ``guardrail`` that looks like an import path (``package.module:function``, no spaces)
-  must resolve; any other text is a requirement an LLM judges the output against.
+  must resolve; so must one that looks like a dotted path (``checks.no_numbers``), the
+  usual slip for the colon form, which would otherwise become a requirement for an LLM
+  judge and fail requests later instead of at load. Any other text is a requirement an LLM
+  judges the output against.
 """
 
 from __future__ import annotations
@@ -56,18 +59,23 @@ BUDGET_KEYS = ("max_cost", "max_tokens", "max_requests", "period", "name", "time
 
 _PRICE_KEYS = ("input_cost_per_token", "output_cost_per_token")
 _IMPORT_PATH = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
+_DOTTED_PATH = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")
 
 
 C = TypeVar("C", bound=BaseModel)
 
 
 def load_crew(path: str | os.PathLike[str], *, crew_type: type[C], model: str | None = None,
-              budget: Budget | None = None) -> C:
+              budget: Budget | None = None, default_base_url: str | None = None,
+              default_api_key: str | None = None) -> C:
     """The crew defined in the YAML file at ``path``.
 
     ``model`` replaces the model of every agent (keeping ``base_url``, keys and limits);
-    ``budget`` replaces the file's ``budget``. Raises ``DefinitionError`` for any problem
-    with the file, naming the file and the key path.
+    ``budget`` replaces the file's ``budget``. ``default_base_url`` and ``default_api_key``
+    go to every LLM of the file that sets no ``base_url`` / key of its own (the CLI's
+    ``--base-url`` and ``--api-key-env``), so a file written for one endpoint can be pointed
+    at another without editing it, and without litellm's process-wide environment variables.
+    Raises ``DefinitionError`` for any problem with the file, naming the file and the key path.
     """
     source = os.fspath(path)
     try:
@@ -82,7 +90,8 @@ def load_crew(path: str | os.PathLike[str], *, crew_type: type[C], model: str | 
     except OSError as exc:
         raise DefinitionError(f"{source}: cannot read the file ({exc.strerror})") from None
     return crew_from_mapping(parse_yaml(text, source=source), crew_type=crew_type,
-                             source=source, model=model, budget=budget)
+                             source=source, model=model, budget=budget,
+                             default_base_url=default_base_url, default_api_key=default_api_key)
 
 
 def parse_yaml(text: str, *, source: str) -> Any:
@@ -100,13 +109,17 @@ def parse_yaml(text: str, *, source: str) -> Any:
 
 
 def crew_from_mapping(data: Any, *, crew_type: type[C], source: str = "<crew>",
-                      model: str | None = None, budget: Budget | None = None) -> C:
+                      model: str | None = None, budget: Budget | None = None,
+                      default_base_url: str | None = None,
+                      default_api_key: str | None = None) -> C:
     """The crew a parsed crew file describes (``source`` names it in error messages).
 
     ``crew_type`` is ``crewline.Crew`` (``Crew.from_yaml`` passes itself): the loader sits
     below the crew in the layers, so it is handed the class instead of importing it.
     """
-    return _CrewReader(source).crew(data, crew_type=crew_type, model=model, budget=budget)
+    reader = _CrewReader(source, defaults={"base_url": default_base_url,
+                                           "api_key": default_api_key})
+    return reader.crew(data, crew_type=crew_type, model=model, budget=budget)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -168,8 +181,9 @@ def _pydantic_problems(exc: ValidationError, path: str) -> str:
 class _CrewReader:
     """Checks a parsed crew file key by key, so every error can name its key path."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, *, defaults: Mapping[str, Any] | None = None) -> None:
         self.source = source
+        self.defaults = {k: v for k, v in (defaults or {}).items() if v is not None}
 
     def fail(self, path: str, problem: str) -> NoReturn:
         where = f"{path}: " if path else ""
@@ -257,6 +271,36 @@ class _CrewReader:
             walked.append(part)
         return found
 
+    def resolve_dotted(self, spec: str, path: str) -> Any:
+        """The object a dotted path ``package.module.attribute`` names, or a failure that
+        suggests the ``module:function`` form the file was meant to use."""
+        parts = spec.split(".")
+        suggestion = f"{'.'.join(parts[:-1])}:{parts[-1]}"
+        advice = (f"name a function as 'module:function' (e.g. {suggestion!r}), or write a "
+                  "requirement for an LLM judge as a sentence")
+        for split in range(len(parts) - 1, 0, -1):
+            module_name = ".".join(parts[:split])
+            try:
+                found: Any = importlib.import_module(module_name)
+            except ModuleNotFoundError as exc:
+                if exc.name is not None and (module_name == exc.name
+                                             or module_name.startswith(exc.name + ".")):
+                    continue  # that prefix is no module; try a shorter one
+                self.fail(path, f"{spec!r} looks like an import path but importing "
+                                f"{module_name!r} failed ({exc}); {advice}")
+            except Exception as exc:
+                self.fail(path, f"{spec!r} looks like an import path but importing "
+                                f"{module_name!r} raised {type(exc).__name__}: {exc}; {advice}")
+            for depth in range(split, len(parts)):
+                if not hasattr(found, parts[depth]):
+                    self.fail(path, f"{spec!r} looks like an import path but does not "
+                                    f"resolve ({'.'.join(parts[:depth])!r} has no attribute "
+                                    f"{parts[depth]!r}); {advice}")
+                found = getattr(found, parts[depth])
+            return found
+        self.fail(path, f"{spec!r} looks like an import path but does not resolve (no module "
+                        f"named {parts[0]!r}); {advice}")
+
     def build(self, cls: type[BaseModel], path: str, **fields: Any) -> Any:
         try:
             return cls(**fields)
@@ -294,6 +338,9 @@ class _CrewReader:
 
     def llm(self, config: dict[str, Any], path: str, model: str | None) -> LLM:
         config = dict(config)
+        for key, value in self.defaults.items():
+            if config.get(key) is None:
+                config[key] = value
         if model is not None and config.get("model") != model:
             config = _with_model(config, model)
         if not config.get("model"):
@@ -344,9 +391,12 @@ class _CrewReader:
 
     def guardrail(self, value: Any, path: str) -> Any:
         text = self.string(value, path)
-        if not _IMPORT_PATH.fullmatch(text.strip()):
+        if _DOTTED_PATH.fullmatch(text.strip()):
+            found = self.resolve_dotted(text.strip(), path)
+        elif _IMPORT_PATH.fullmatch(text.strip()):
+            found = self.resolve(text, path)
+        else:
             return text  # a requirement for an LLM judge
-        found = self.resolve(text, path)
         if not callable(found):
             self.fail(path, f"{text!r} is {_kind(found)}, not a function")
         return found

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from crewline._core.prepared import PreparedTask, RunPlan
-from crewline._core.templates import fill
+from crewline._core.templates import checked_inputs, fill
 from crewline._definitions.task import task_name
 from crewline.errors import DefinitionError, InputError
 
@@ -34,7 +34,7 @@ def plan_run(crew: Crew, inputs: Mapping[str, Any] | None) -> RunPlan:
     if inputs is not None and not isinstance(inputs, Mapping):
         raise InputError(f"inputs must be a mapping of names to values, got "
                          f"{type(inputs).__name__}")
-    values = dict(inputs or {})
+    values = checked_inputs(inputs)
     return RunPlan(tasks=_prepare_tasks(crew, values), budget=crew.budget,
                    limiter=crew.limiter, inputs=values)
 

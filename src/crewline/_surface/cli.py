@@ -3,14 +3,19 @@
 Exit codes: 0 the run succeeded; 1 the run failed (a provider error, a budget, exhausted
 guardrails...) and what it spent is still reported; 2 a mistake the user can fix (the
 arguments, the crew file, a missing input), reported as one ``crewline: error:`` line,
-never with a traceback. With ``--json`` stdout holds exactly one JSON object; progress
-and logs always go to stderr.
+never with a traceback; 130 interrupted (Ctrl-C), with one line saying what was spent.
+With ``--json`` stdout holds exactly one JSON object; progress and logs always go to stderr.
+
+A failure is said once: the command prints its own ``error:`` line, so the progress listener
+does not also print the failed task's line and the run's ``kickoff failed`` log record is
+not rendered.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import re
 import sys
@@ -28,6 +33,7 @@ __all__ = ["main"]
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -63,6 +69,12 @@ def _parser() -> argparse.ArgumentParser:
                      help="print one JSON object (output and usage) on stdout")
     run.add_argument("--budget-usd", metavar="USD",
                      help="refuse any request that could take the run past this many dollars")
+    run.add_argument("--base-url", metavar="URL",
+                     help="the API base URL for every LLM of the crew file that sets no "
+                          "base_url (e.g. http://127.0.0.1:8000/v1)")
+    run.add_argument("--api-key-env", metavar="NAME",
+                     help="read the API key from environment variable NAME, for every LLM "
+                          "of the crew file that sets no api_key / api_key_env")
 
     demo = commands.add_parser(
         "demo", help="run the example crew offline, many at once, against a fake server",
@@ -105,10 +117,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _user_error(str(exc))
     except KeyboardInterrupt as exc:
         usage = getattr(exc, "usage", None)  # a run's interruption carries what it spent
-        spent = (f" after {usage.requests} requests, {dollars(usage.cost)}"
-                 if isinstance(usage, Usage) else "")
-        print(f"crewline: interrupted{spent}", file=sys.stderr)
-        return 130
+        spent = (f"spent so far: {_spent(usage)}" if isinstance(usage, Usage)
+                 else "no run had started, nothing was spent")
+        print(f"crewline: interrupted; {spent}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _spent(usage: Usage) -> str:
+    """``3 requests, 1 failed or cut off, 412 tokens, $0.0000129``.
+
+    A request in flight when Ctrl-C arrived is recorded as not ok, and may still be billed:
+    it is counted, never dropped.
+    """
+    failed = (f", {usage.failed_requests} failed or cut off" if usage.failed_requests
+              else "")
+    return (f"{usage.requests} request{'s' if usage.requests != 1 else ''}{failed}, "
+            f"{usage.total_tokens} tokens, {dollars(usage.cost)}")
 
 
 def _user_error(message: str) -> int:
@@ -127,6 +151,14 @@ def _configure_logging() -> None:
         log.configure(level=os.environ.get("CREWLINE_LOG_LEVEL") or "WARNING")
     except ValueError as exc:
         raise UsageError(f"logging: {exc}") from None
+    for handler in logging.getLogger("crewline").handlers:
+        handler.addFilter(_without_kickoff_failed)
+
+
+def _without_kickoff_failed(record: logging.LogRecord) -> bool:
+    """Drop the run's ``kickoff failed`` record: the command reports the failure itself."""
+    event = record.msg
+    return not (isinstance(event, dict) and event.get("event") == "kickoff failed")
 
 
 # -- crewline run ------------------------------------------------------------------------
@@ -139,10 +171,13 @@ def _run(args: argparse.Namespace) -> int:
     budget = _budget(args.budget_usd)
     if args.model is not None and not args.model.strip():
         raise UsageError("--model needs a model name")
+    base_url = _base_url(args.base_url)
+    api_key = _api_key(args.api_key_env)
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # tools in the current directory, as python -m
     try:
-        crew = Crew.from_yaml(args.crew, model=args.model)
+        crew = Crew.from_yaml(args.crew, model=args.model, default_base_url=base_url,
+                              default_api_key=api_key)
     except DefinitionError as exc:
         raise UsageError(str(exc)) from None
     progress = Progress(sys.stderr, live=_is_terminal(sys.stderr))
@@ -226,6 +261,29 @@ def _budget(text: str | None) -> Any:
     return Budget(max_cost=amount, name="cli")
 
 
+def _base_url(text: str | None) -> str | None:
+    if text is None:
+        return None
+    url = text.strip()
+    if not re.match(r"https?://[^/\s]+", url) or any(c.isspace() for c in url):
+        raise UsageError(f"--base-url: expected an http:// or https:// URL, got {text!r}")
+    return url
+
+
+def _api_key(variable: str | None) -> str | None:
+    """The key in environment variable ``variable``; never echoed in any message."""
+    if variable is None:
+        return None
+    if not _NAME.fullmatch(variable):
+        raise UsageError(f"--api-key-env: expected an environment variable name, got "
+                         f"{variable!r}")
+    key = os.environ.get(variable)
+    if not key:
+        raise UsageError(f"--api-key-env: environment variable {variable!r} is "
+                         f"{'empty' if key == '' else 'not set'}")
+    return key
+
+
 def _is_terminal(stream: TextIO) -> bool:
     try:
         return stream.isatty() and os.environ.get("TERM") != "dumb"
@@ -266,7 +324,9 @@ def _report_failure(exc: Any, progress: Progress, *, as_json: bool) -> int:
              ("agent", sorted(_group(records, "agent").items()))],
             exc.usage, total_label="spent"))
         _print_unpriced_note(records)
-    print(f"error: {_one_line(str(exc))}", file=sys.stderr)
+    failed = [state.name for state in progress.tasks() if state.status == "failed"]
+    where = f"task {failed[0]!r} failed: " if len(failed) == 1 else ""
+    print(f"error: {where}{_one_line(str(exc))}", file=sys.stderr)
     return EXIT_FAILED
 
 
@@ -356,6 +416,8 @@ class Progress:
                 # an attempt cut short by an error is not in event.attempts, but it started
                 state.attempts = max(state.attempts, event.attempts)
                 state.status = "done" if event.ok else "failed"
+                if not event.ok and not self._live:
+                    return  # the command's error line says it, once
                 tries = f"{state.attempts} attempt{'s' if state.attempts != 1 else ''}"
                 spent = (f"{event.usage.requests} request"
                          f"{'s' if event.usage.requests != 1 else ''}, "
