@@ -168,3 +168,26 @@ def test_blocking_ledgers_are_used_off_the_event_loop(server: FakeLLMServer,
         assert loop_thread not in ledger.threads
     else:  # an in-memory ledger never waits: no thread hop per request
         assert set(ledger.threads) == {loop_thread}
+
+
+def test_one_run_budget_on_the_crew_and_a_task_is_one_cap(server: FakeLLMServer) -> None:
+    from crewline import BudgetExceededError, tool
+    from crewline.testing import ToolCall
+
+    @tool
+    def look() -> str:
+        """Look something up."""
+        return "found"
+
+    cap = Budget(max_requests=2, name="cap")  # period "run"
+    model = LLM(model="openai/custom-model", base_url=server.base_url, api_key="sk-test",
+                input_cost_per_token=IN, output_cost_per_token=OUT, max_tokens=20)
+    agent = Agent(role="Worker", llm=model, tools=[look])
+    crew = Crew(agents=[agent], budget=cap, tasks=[
+        Task(name="a", description="[[a]] two requests", agent=agent, budget=cap),
+        Task(name="b", description="[[b]] one request", agent=agent)])
+    server.add_rule("a", Reply(tool_calls=[ToolCall("look", {})]), Reply(content="done"),
+                    times=2)
+    with pytest.raises(BudgetExceededError):
+        crew.kickoff()
+    assert server.totals().requests == 2  # task b's request did not fit: one cap, not two
