@@ -171,6 +171,8 @@ def test_blocking_ledgers_are_used_off_the_event_loop(server: FakeLLMServer,
 
 
 def test_one_run_budget_on_the_crew_and_a_task_is_one_cap(server: FakeLLMServer) -> None:
+    """Charging task a's requests to a task account and b's to the run's (one account per
+    scope, as before) let 3 requests through a cap of 2: one object is one account."""
     from crewline import BudgetExceededError, tool
     from crewline.testing import ToolCall
 
