@@ -115,7 +115,8 @@ def test_sequential_crew_span_tree_and_tokens(server: FakeLLMServer, otel: Telem
         out = crew.kickoff()
     by_id = {s.context.span_id: s for s in otel.spans()}
     (kickoff,) = otel.named("crewline.kickoff")
-    assert kickoff.parent is not None and kickoff.parent.span_id == caller.get_span_context().span_id
+    assert kickoff.parent is not None
+    assert kickoff.parent.span_id == caller.get_span_context().span_id
     assert kickoff.attributes["gen_ai.operation.name"] == "invoke_workflow"
     agents = otel.named("invoke_agent")
     assert sorted(s.name for s in agents) == ["invoke_agent Researcher", "invoke_agent Writer"]
@@ -418,3 +419,26 @@ def test_instrument_twice_no_duplicates_and_uninstrument_stops(
     assert not crewline.otel.instrumented()
     crew.kickoff()
     assert len(otel.spans()) == 3
+
+
+def test_the_tracing_page_example_runs_and_its_numbers_agree(tmp_path: Any) -> None:
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    page = (root / "docs" / "tracing.md").read_text()
+    (code,) = re.findall(r"```python\n(.*?)```", page, flags=re.S)
+    script = tmp_path / "example.py"
+    script.write_text(code)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=300, check=True, cwd=tmp_path,
+                          env={"PYTHONPATH": str(root / "src"),
+                               "LITELLM_LOCAL_MODEL_COST_MAP": "True"})
+    assert '"name": "crewline.kickoff"' in done.stdout  # the console exporter's output
+    lines = done.stdout.strip().splitlines()[-3:]
+    counts = [[int(n) for n in re.findall(r": (\d+)", line)] for line in lines]
+    assert counts[0] == [2, 2, 2]
+    for numbers in counts[1:]:
+        assert len(numbers) == 3 and len(set(numbers)) == 1 and numbers[0] > 0, lines
