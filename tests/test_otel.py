@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 import crewline.otel
-from crewline import LLM, Agent, Crew, ProviderError, Task, TaskOutput, tool
+from crewline import LLM, Agent, Crew, ProviderError, Task, TaskOutput, events, tool
 from crewline.testing import FakeLLMServer, Reply, ToolCall
 
 
@@ -442,3 +442,28 @@ def test_the_tracing_page_example_runs_and_its_numbers_agree(tmp_path: Any) -> N
     assert counts[0] == [2, 2, 2]
     for numbers in counts[1:]:
         assert len(numbers) == 3 and len(set(numbers)) == 1 and numbers[0] > 0, lines
+
+
+@pytest.mark.skipif(not hasattr(events, "DelegationStarted"),
+                    reason="delegation has not landed on this branch yet")
+@pytest.mark.parametrize("mode", ["sync", "asyncio"])
+def test_delegation_nests_invoke_agent_spans(
+        server: FakeLLMServer, otel: Telemetry, mode: str) -> None:
+    server.add_rule(lambda s: "[[boss]]" in str(s.messages[-1].get("content")),
+                    Reply(tool_calls=[ToolCall("delegate_work_to_coworker", {
+                        "task": "[[sub]] find the number", "context": "none",
+                        "coworker": "Researcher"})]))
+    lead = Agent(role="Lead", goal="lead", llm=_llm(server), allow_delegation=True)
+    researcher = Agent(role="Researcher", goal="research", llm=_llm(server))
+    crew = Crew(agents=[lead, researcher], tasks=[
+        Task(name="t", description="[[boss]] delegate it", agent=lead)])
+    out = crew.kickoff() if mode == "sync" else asyncio.run(crew.kickoff_async())
+    by_id = {s.context.span_id: s for s in otel.spans()}
+    (coworker,) = [s for s in otel.named("invoke_agent Researcher")]
+    assert coworker.attributes["crewline.delegated_by"] == "Lead"
+    assert "invoke_agent Lead" in _chain(coworker, by_id)
+    chats = otel.named("chat ")
+    assert len(chats) == len(out.usage_records) == server.totals().requests
+    delegated = [c for c in chats if _parent(c, by_id) is coworker]
+    assert len(delegated) == server.totals(marker="sub").requests >= 1
+    assert _sum(chats, "gen_ai.usage.input_tokens") == server.totals().prompt_tokens

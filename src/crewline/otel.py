@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -85,10 +86,10 @@ def _route(model: str) -> tuple[str, str]:
 
 
 def _error_type(text: str | None) -> str:
-    """``GuardrailError('...')`` -> ``GuardrailError`` (events carry the ``repr``)."""
+    """``GuardrailError('...')`` or ``GuardrailError: ...`` -> ``GuardrailError``."""
     if not text:
         return "error"
-    head = text.split("(", 1)[0].strip()
+    head = re.split(r"[(:]", text, maxsplit=1)[0].strip()
     return head if head.isidentifier() else "error"
 
 
