@@ -15,7 +15,7 @@ from pathlib import Path
 import crewline
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
-HEAVY = ("pydantic", "litellm", "structlog", "yaml", "asyncio", "sqlite3")
+HEAVY = ("pydantic", "litellm", "structlog", "yaml", "asyncio", "sqlite3", "opentelemetry")
 
 
 def _loaded_after(code: str) -> list[str]:

@@ -26,6 +26,7 @@ from crewline._accounting.usage import Usage, UsageRecord
 
 __all__ = [
     "AttemptFailed",
+    "AttemptFinished",
     "AttemptStarted",
     "BudgetExceeded",
     "BudgetReserved",
@@ -34,9 +35,12 @@ __all__ = [
     "KickoffFinished",
     "KickoffStarted",
     "LLMCallFinished",
+    "LLMCallNotSent",
+    "LLMCallStarted",
     "TaskFinished",
     "TaskStarted",
     "ToolCalled",
+    "ToolStarted",
     "emit",
     "off",
     "on",
@@ -84,6 +88,8 @@ class TaskFinished(Event):
 class AttemptStarted(Event):
     task: str
     attempt: int
+    agent: str | None = None
+    """The role working the attempt."""
 
 
 class AttemptFailed(Event):
@@ -92,9 +98,62 @@ class AttemptFailed(Event):
     reason: str
 
 
+class AttemptFinished(Event):
+    """An attempt ended: accepted (``ok``), rejected, or raised.
+
+    Emitted in the context the matching ``AttemptStarted`` was, so a listener can end
+    there whatever it began (a tracing span made current, for one).
+    """
+
+    task: str
+    attempt: int
+    agent: str | None = None
+    ok: bool
+    error: str | None = None
+    error_type: str | None = None
+    """``"guardrail"``, ``"conversion"``, or the name of the exception raised."""
+
+
+class LLMCallStarted(Event):
+    """One try at an LLM request is about to be sent (after its budget holds).
+
+    Every ``LLMCallStarted`` is followed, in the same context, by an ``LLMCallFinished``
+    (the try is on record: ok, error or cancelled) or an ``LLMCallNotSent``.
+    """
+
+    task: str | None = None
+    attempt: int | None = None
+    agent: str | None = None
+    purpose: str
+    model: str
+    messages: Any = None
+    """The request's messages as sent (a list of dicts); read, never modify."""
+
+
 class LLMCallFinished(Event):
     record: UsageRecord
     error: str | None = None
+    error_type: str | None = None
+    """The ``ProviderError.kind`` of a failed try, ``"cancelled"`` for one cut off."""
+    response: Any = None
+    """The ``ChatResponse`` of a successful try."""
+
+
+class LLMCallNotSent(Event):
+    """A try that never left this process (see ``ProviderError.sent``): on no record."""
+
+    error: str
+    error_type: str
+
+
+class ToolStarted(Event):
+    """A tool call the model asked for is about to run; ``ToolCalled`` ends it."""
+
+    task: str | None
+    attempt: int | None
+    tool: str
+    call_id: str | None = None
+    arguments: str | None = None
 
 
 class ToolCalled(Event):
@@ -103,6 +162,8 @@ class ToolCalled(Event):
     tool: str
     ok: bool
     error: str | None = None
+    result: str | None = None
+    """What the model was given back."""
 
 
 class GuardrailChecked(Event):

@@ -77,10 +77,19 @@ def run_task(task: PreparedTask, context: str, parent: UsageScope,
                 started = number
                 attempt_scope = scope.child("attempt", attempt=number)
                 with attempt_scope.entered(), bound_contextvars(attempt=number):
-                    notify(events.AttemptStarted)
-                    attempt, accepted = yield from _attempt(
-                        task, number, context, feedback, response_format, policy,
-                        attempt_scope)
+                    notify(events.AttemptStarted, agent=task.role)
+                    try:
+                        attempt, accepted = yield from _attempt(
+                            task, number, context, feedback, response_format, policy,
+                            attempt_scope)
+                    except BaseException as exc:
+                        notify(events.AttemptFinished, agent=task.role, ok=False,
+                               error=str(exc), error_type=type(exc).__name__)
+                        raise
+                    notify(events.AttemptFinished, agent=task.role, ok=accepted is not None,
+                           error=None if accepted is not None else str(_feedback(attempt)),
+                           error_type=None if accepted is not None else
+                           "conversion" if attempt.error is not None else "guardrail")
                     attempts.append(attempt)
                     if accepted is not None:
                         break

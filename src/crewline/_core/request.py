@@ -192,6 +192,11 @@ def _try(scope: UsageScope, llm: LLM, purpose: Purpose, price: Price, policy: Re
     holds = yield from _hold(policy, llm, request, price, scope.run_id)
     with _closing(holds):
         started_at, t0 = datetime.now(UTC), time.perf_counter()
+        if events.listening():
+            events.emit(events.LLMCallStarted(
+                run_id=scope.run_id, task=scope.task, attempt=scope.attempt,
+                agent=scope.agent, purpose=purpose, model=llm.model,
+                messages=request["messages"]))
         try:
             response: ChatResponse = yield Send(transport, request)
         except ProviderError as exc:
@@ -202,19 +207,26 @@ def _try(scope: UsageScope, llm: LLM, purpose: Purpose, price: Price, policy: Re
             yield from _settle(holds, policy.blocking, None, False)
             if record is not None and events.listening():
                 events.emit(events.LLMCallFinished(run_id=scope.run_id, record=record,
-                                                   error=exc.message))
+                                                   error=exc.message, error_type=exc.kind))
+            elif events.listening():
+                events.emit(events.LLMCallNotSent(run_id=scope.run_id, error=exc.message,
+                                                  error_type=exc.kind))
             raise
-        except BaseException:
+        except BaseException as exc:
             # Cut off in flight (cancelled, interrupted): the provider may have served and
             # billed it, so it is on record, and leaving the block settles its holds in full.
-            _record(scope, llm, purpose, price, None, "cancelled", started_at,
-                    time.perf_counter() - t0)
+            cut = _record(scope, llm, purpose, price, None, "cancelled", started_at,
+                          time.perf_counter() - t0)
+            if events.listening():
+                events.emit(events.LLMCallFinished(run_id=scope.run_id, record=cut,
+                                                   error=repr(exc), error_type="cancelled"))
             raise
         record = _record(scope, llm, purpose, price, response, "ok", started_at,
                          time.perf_counter() - t0)
         yield from _settle(holds, policy.blocking, record, trusted_usage(response))
     if events.listening():
-        events.emit(events.LLMCallFinished(run_id=scope.run_id, record=record))
+        events.emit(events.LLMCallFinished(run_id=scope.run_id, record=record,
+                                           response=response))
     return response
 
 

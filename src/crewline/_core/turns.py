@@ -52,6 +52,8 @@ def _render_result(result: Any) -> str:
 
 
 def _run_tool(task: PreparedTask, call: ToolCallRequest) -> Step[str]:
+    notify(events.ToolStarted, task=task.name, tool=call.name, call_id=call.id,
+           arguments=call.arguments)
     tools = {t.name: t for t in task.agent.tools}
     tool = tools.get(call.name)
     error: str | None = None
@@ -71,7 +73,8 @@ def _run_tool(task: PreparedTask, call: ToolCallRequest) -> Step[str]:
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
                 result = f"Error: tool {call.name!r} raised {error}"
-    notify(events.ToolCalled, task=task.name, tool=call.name, ok=error is None, error=error)
+    notify(events.ToolCalled, task=task.name, tool=call.name, ok=error is None, error=error,
+           result=result)
     return result
 
 

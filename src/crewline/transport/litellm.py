@@ -53,6 +53,9 @@ class ChatResponse:
     reasoning_tokens: int = 0
     finish_reason: str | None = None
     usage_reported: bool = True
+    response_model: str | None = None
+    """The model the provider says answered (for tracing; ``None`` when not reported)."""
+    response_id: str | None = None
 
 
 @runtime_checkable
@@ -252,7 +255,9 @@ def _read(response: Any, *, model: str) -> ChatResponse:
     if usage is None or prompt == 0:
         return ChatResponse(content=message.content, tool_calls=calls,
                             completion_tokens=_count(getattr(usage, "completion_tokens", 0)),
-                            finish_reason=choice.finish_reason, usage_reported=False)
+                            finish_reason=choice.finish_reason, usage_reported=False,
+                            response_model=_text(response, "model"),
+                            response_id=_text(response, "id"))
     prompt_details = getattr(usage, "prompt_tokens_details", None)
     completion_details = getattr(usage, "completion_tokens_details", None)
     return ChatResponse(
@@ -263,7 +268,14 @@ def _read(response: Any, *, model: str) -> ChatResponse:
         cached_prompt_tokens=_count(getattr(prompt_details, "cached_tokens", 0)),
         reasoning_tokens=_count(getattr(completion_details, "reasoning_tokens", 0)),
         finish_reason=choice.finish_reason,
+        response_model=_text(response, "model"),
+        response_id=_text(response, "id"),
     )
+
+
+def _text(response: Any, name: str) -> str | None:
+    value = getattr(response, name, None)
+    return value if isinstance(value, str) and value else None
 
 
 @functools.lru_cache(maxsize=1024)
