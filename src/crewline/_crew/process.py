@@ -1,6 +1,10 @@
 """How a crew's process turns a definition and inputs into one run's plan.
 
-Sequential: tasks in order, each with its own agent. A main-line task waits for every
+Sequential: tasks in order, each with its own agent; an agent with ``allow_delegation``
+holds the delegation tools over the crew's other agents. Hierarchical: the same order, but
+every task is worked by the manager (``manager_agent``, or one built from ``manager_llm``
+with the role ``"Crew Manager"``), holding the delegation tools over the crew's agents.
+A main-line task waits for every
 background (``async_execution``) task started before it; a background task waits only for
 the earlier background tasks it names as context. Everything is resolved here, before a
 single request is sent, so a missing input or agent fails the kickoff for free.
@@ -12,21 +16,48 @@ import enum
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from crewline._core.prepared import PreparedTask, RunPlan
+from crewline._core.prepared import Coworker, Delegation, PreparedTask, RunPlan
 from crewline._core.templates import fill
+from crewline._definitions.agent import Agent
 from crewline._definitions.task import task_name
 from crewline.errors import DefinitionError, InputError
 
 if TYPE_CHECKING:
     from crewline._crew.crew import Crew
+    from crewline._definitions.llm import LLM
 
-__all__ = ["Process", "plan_run"]
+__all__ = ["MANAGER_BACKSTORY", "MANAGER_GOAL", "MANAGER_ROLE", "Process", "manager_agent",
+           "plan_run"]
+
+MANAGER_ROLE = "Crew Manager"
+MANAGER_GOAL = "Manage the team to complete the task in the best way possible."
+MANAGER_BACKSTORY = (
+    "You are a seasoned manager with a knack for getting the best out of your team. You "
+    "are also known for your ability to delegate work to the right people, and to ask the "
+    "right questions to get the best out of your team. Even though you don't perform tasks "
+    "by yourself, you have a lot of experience in the field, which allows you to properly "
+    "evaluate the work of your team members.")
 
 
 class Process(enum.StrEnum):
-    """How a crew orders its tasks."""
+    """How a crew orders its tasks and who works them."""
 
     sequential = "sequential"
+    hierarchical = "hierarchical"
+
+
+def manager_agent(crew: Crew) -> Agent | None:
+    """The agent that works every task of a hierarchical crew (None for sequential).
+
+    Built from ``manager_llm`` when no ``manager_agent`` is given; a new ``Agent`` per
+    plan is cheap, and the user's ``LLM`` (with its rate limiter) is the one used.
+    """
+    if crew.process != Process.hierarchical:
+        return None
+    if crew.manager_agent is not None:
+        return crew.manager_agent
+    return Agent(role=MANAGER_ROLE, goal=MANAGER_GOAL, backstory=MANAGER_BACKSTORY,
+                 llm=crew.manager_llm, allow_delegation=True)
 
 
 def plan_run(crew: Crew, inputs: Mapping[str, Any] | None) -> RunPlan:
@@ -35,8 +66,38 @@ def plan_run(crew: Crew, inputs: Mapping[str, Any] | None) -> RunPlan:
         raise InputError(f"inputs must be a mapping of names to values, got "
                          f"{type(inputs).__name__}")
     values = dict(inputs or {})
-    return RunPlan(tasks=_prepare_tasks(crew, values), budget=crew.budget,
-                   limiter=crew.limiter, inputs=values)
+    tasks = _prepare_tasks(crew, values)
+    return RunPlan(tasks=tasks, budget=crew.budget, limiter=crew.limiter, inputs=values,
+                   planning_llm=_planning_llm(crew, tasks))
+
+
+def _planning_llm(crew: Crew, tasks: tuple[PreparedTask, ...]) -> LLM | None:
+    if not crew.planning:
+        return None
+    return crew.planning_llm or crew.llm or crew.manager_llm or tasks[0].llm
+
+
+def _roster(crew: Crew, inputs: Mapping[str, Any]) -> tuple[Coworker, ...]:
+    """The crew's agents as delegation reaches them, with templates filled."""
+    roster: list[Coworker] = []
+    seen: dict[str, str] = {}
+    for agent in crew.agents:
+        llm = agent.llm or crew.llm
+        if llm is None:  # Crew validation makes this unreachable; kept as a guard
+            raise DefinitionError(f"agent {agent.role!r} can be delegated to but has no llm")
+        where = f"agent {agent.role!r}"
+        role = fill(agent.role, inputs, where=f"{where} role")
+        key = " ".join(role.split()).casefold()
+        if key in seen:
+            raise DefinitionError(
+                f"agents {seen[key]!r} and {role!r} have the same role, so delegation cannot "
+                "tell them apart: give each agent of a delegating crew its own role")
+        seen[key] = role
+        roster.append(Coworker(
+            agent=agent, llm=llm, role=role,
+            goal=fill(agent.goal, inputs, where=f"{where} goal"),
+            backstory=fill(agent.backstory, inputs, where=f"{where} backstory")))
+    return tuple(roster)
 
 
 def _prepare_tasks(crew: Crew, inputs: Mapping[str, Any]) -> tuple[PreparedTask, ...]:
@@ -44,11 +105,17 @@ def _prepare_tasks(crew: Crew, inputs: Mapping[str, Any]) -> tuple[PreparedTask,
     position = {id(t): i for i, t in enumerate(tasks)}
     prepared: list[PreparedTask] = []
     pending: list[int] = []  # background tasks started since the main line last joined
+    manager = manager_agent(crew)
+    delegating = manager is not None or any(a.allow_delegation for a in crew.agents)
+    roster = _roster(crew, inputs) if delegating else ()
     for i, task in enumerate(tasks):
         name = task_name(i, task.name)
-        agent = task.agent or (crew.agents[0] if len(crew.agents) == 1 else None)
+        agent = manager or task.agent or (crew.agents[0] if len(crew.agents) == 1 else None)
         if agent is None:  # Crew validation makes this unreachable; kept as a guard
             raise DefinitionError(f"task {name!r} has no agent")
+        delegation = None
+        if manager is not None or agent.allow_delegation:
+            delegation = Delegation(coworkers=roster, max_depth=crew.max_delegation_depth)
         llm = agent.llm or crew.llm
         if llm is None:
             raise DefinitionError(f"agent {agent.role!r} (task {name!r}) has no llm")
@@ -71,7 +138,8 @@ def _prepare_tasks(crew: Crew, inputs: Mapping[str, Any]) -> tuple[PreparedTask,
             role=role,
             goal=fill(agent.goal, inputs, where=f"agent {agent.role!r} goal"),
             backstory=fill(agent.backstory, inputs, where=f"agent {agent.role!r} backstory"),
-            background=task.async_execution, context_from=context_from, waits_for=waits_for))
+            background=task.async_execution, context_from=context_from, waits_for=waits_for,
+            delegation=delegation, manager=manager is not None))
         if task.async_execution:
             pending.append(i)
         else:
