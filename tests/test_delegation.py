@@ -429,3 +429,59 @@ def test_sequential_agent_with_allow_delegation_holds_tools_over_the_others(
     assert "coworkers: Aide\n" in described and "Lead" not in described
     params = request.tools[0]["function"]["parameters"]  # type: ignore[index]
     assert list(params["properties"]) == ["task", "context", "coworker"]
+
+
+def test_cancelling_kickoff_async_cancels_every_coworker(server: FakeLLMServer) -> None:
+    crew = _team(server)
+    _script_manager(server, "c")
+    server.add_rule(lambda s: s.marker in ("c-r", "c-w"), Reply(delay=30))
+
+    async def main() -> BaseException:
+        run = asyncio.create_task(crew.kickoff_async({"run": "c", "topic": "t"}))
+        while len([s for s in server.served if s.marker == "c-m"]) < 1 or server.in_flight < 2:
+            await asyncio.sleep(0.01)
+        run.cancel()
+        try:
+            await run
+        except BaseException as exc:  # noqa: BLE001 - the cancellation is what we check
+            mine = [t for t in asyncio.all_tasks() if "drive_async" in repr(t.get_coro())]
+            assert mine == [], "no coworker task outlives the kickoff"
+            return exc
+        raise AssertionError("the kickoff should have been cancelled")
+
+    exc = asyncio.run(main())
+    assert isinstance(exc, asyncio.CancelledError)
+    assert server.wait_idle(5)
+    cancelled = [r for r in exc.usage_records if r.outcome == "cancelled"]  # type: ignore[attr-defined]
+    assert sorted(r.agent for r in cancelled) == ["Researcher", "Writer"]
+
+
+def test_interrupting_parallel_sub_steps_on_threads_leaves_no_thread() -> None:
+    """The blocking driver: an interrupt while waiting cancels each sub-step at its next
+    effect, and returns only once every thread has ended."""
+    import signal
+
+    from crewline._core.effects import Parallel, Sleep
+    from crewline._execution.drivers import drive
+
+    ended: list[str] = []
+
+    def sub(name: str):  # type: ignore[no-untyped-def]
+        try:
+            for _ in range(200):
+                yield Sleep(0.01)
+        finally:
+            ended.append(name)
+
+    def parent():  # type: ignore[no-untyped-def]
+        return (yield Parallel((sub("a"), sub("b"))))
+
+    main = threading.main_thread().ident
+    assert main is not None
+    timer = threading.Timer(0.1, signal.pthread_kill, (main, signal.SIGINT))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        drive(parent())
+    timer.join()
+    assert sorted(ended) == ["a", "b"]
+    assert not [t for t in threading.enumerate() if t.name.startswith("crewline-parallel")]
