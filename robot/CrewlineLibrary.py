@@ -51,16 +51,20 @@ class CrewlineLibrary:
 
     # -- the server process ----------------------------------------------------------------
 
-    def start_fake_server(self, latency: float = 0.0, tools: bool = False) -> str:
+    def start_fake_server(self, latency: float = 0.0, tools: bool = False,
+                          script: str = "") -> str:
         """Start the fake server process; return its base URL (``http://127.0.0.1:N/v1``).
 
         With ``tools=True`` the server asks for the first tool a request offers (see
-        ``tool_calling_server.py``); otherwise it is ``python -m crewline.testing``.
+        ``tool_calling_server.py``); ``script`` names another server script beside this
+        file; otherwise it is ``python -m crewline.testing``.
         """
         if self._server is not None:
             raise RuntimeError(f"a fake server is already running at {self.base_url}")
         command = ([sys.executable, str(HERE / "tool_calling_server.py")] if _truthy(tools)
                    else [sys.executable, "-m", "crewline.testing"])
+        if script:
+            command = [sys.executable, str(HERE / script)]
         command += ["--port", "0", "--latency", str(float(latency))]
         self._log = open(os.devnull, "w")  # noqa: SIM115 - closed in stop_fake_server
         self._server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self._log,

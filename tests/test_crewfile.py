@@ -311,8 +311,8 @@ ERRORS = {
         "tasks.write.output_pydantic: 'crewline.examples.tools:lookup' is not a pydantic "
         "model class"),
     "unknown process": (
-        BASE + "process: hierarchical\n",
-        "process: unknown process 'hierarchical' (allowed: sequential)"),
+        BASE + "process: parallel\n",
+        "process: unknown process 'parallel' (allowed: sequential, hierarchical)"),
     "bad budget": (
         BASE + "budget:\n  max_cost: 1\n  period: week\n",
         "budget: period must be 'run' or 'day'"),

@@ -30,6 +30,8 @@ __all__ = [
     "AttemptStarted",
     "BudgetExceeded",
     "BudgetReserved",
+    "DelegationFinished",
+    "DelegationStarted",
     "Event",
     "GuardrailChecked",
     "KickoffFinished",
@@ -184,6 +186,31 @@ class BudgetReserved(Event):
 class BudgetExceeded(Event):
     budget: str
     message: str
+
+
+class DelegationStarted(Event):
+    """An agent handed a piece of its task to a coworker (``depth`` 1 is first-level).
+
+    Emitted in the coworker's own context, before its first request, so a listener that
+    opens a span here parents every request the coworker makes."""
+
+    task: str
+    by: str
+    to: str
+    depth: int
+
+
+class DelegationFinished(Event):
+    """The coworker's piece ended: ``usage`` is the coworker's own requests (and those of
+    anyone it delegated to in turn), ``ok`` False when it failed (``error`` says how)."""
+
+    task: str
+    by: str
+    to: str
+    depth: int
+    ok: bool
+    usage: Usage
+    error: str | None = None
 
 
 E = TypeVar("E", bound=Event)

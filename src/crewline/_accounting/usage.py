@@ -28,6 +28,8 @@ Outcome = Literal["ok", "error", "cancelled"]
 provider may have served it; crewline knows no tokens for it and its budget holds are
 settled in full."""
 
+ScopeKind = Literal["run", "task", "attempt", "delegation", "planning"]
+
 _ZERO = Decimal(0)
 
 
@@ -51,6 +53,8 @@ class UsageRecord:
     latency_s: float
     started_at: datetime
     outcome: Outcome
+    delegated_by: str | None = None
+    """The role of the agent that delegated this work (``None`` when not delegated)."""
 
     @property
     def total_tokens(self) -> int:
@@ -132,11 +136,13 @@ class UsageScope:
     lock, so the run scope always holds every record of the run, in completion order.
     """
 
-    __slots__ = ("_lock", "_records", "agent", "attempt", "kind", "parent", "run_id", "task")
+    __slots__ = ("_lock", "_records", "agent", "attempt", "delegated_by", "kind", "parent",
+                 "run_id", "task")
 
-    def __init__(self, kind: Literal["run", "task", "attempt"], *, run_id: str,
+    def __init__(self, kind: ScopeKind, *, run_id: str,
                  parent: UsageScope | None = None, task: str | None = None,
-                 attempt: int | None = None, agent: str | None = None) -> None:
+                 attempt: int | None = None, agent: str | None = None,
+                 delegated_by: str | None = None) -> None:
         self.kind = kind
         self.run_id = run_id
         self.parent = parent
@@ -146,6 +152,9 @@ class UsageScope:
             parent.attempt if parent else None)
         self.agent: str | None = agent if agent is not None else (
             parent.agent if parent else None)
+        # Delegation is never inherited implicitly: a coworker's scope names its delegator.
+        self.delegated_by: str | None = delegated_by if delegated_by is not None else (
+            parent.delegated_by if parent and kind != "delegation" else None)
         self._lock: threading.Lock = parent._lock if parent is not None else threading.Lock()
         self._records: list[UsageRecord] = []
 
@@ -153,6 +162,19 @@ class UsageScope:
               attempt: int | None = None, agent: str | None = None) -> UsageScope:
         return UsageScope(kind, run_id=self.run_id, parent=self, task=task, attempt=attempt,
                           agent=agent)
+
+    def delegated(self, *, agent: str, by: str) -> UsageScope:
+        """The scope of work ``agent`` does for ``by`` inside this one (a delegation).
+
+        Its records name the coworker and its delegator and keep this scope's run, task
+        and attempt, and they reach every ancestor like any other: the delegating task's
+        usage includes them with no accounting of its own."""
+        return UsageScope("delegation", run_id=self.run_id, parent=self, agent=agent,
+                          delegated_by=by)
+
+    def planning(self, *, agent: str) -> UsageScope:
+        """The scope of a run-level request made before any task (the crew's plan)."""
+        return UsageScope("planning", run_id=self.run_id, parent=self, agent=agent)
 
     def add(self, record: UsageRecord) -> None:
         with self._lock:

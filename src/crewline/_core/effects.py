@@ -21,7 +21,7 @@ from crewline._accounting.policy import BudgetAccount, Closing, Holds
 from crewline.budget.amount import Amount
 from crewline.transport.litellm import Transport
 
-__all__ = ["Call", "Effect", "Reserve", "Send", "Settle", "Sleep", "Step"]
+__all__ = ["Call", "Effect", "Parallel", "Reserve", "Send", "Settle", "Sleep", "Step"]
 
 T = TypeVar("T")
 
@@ -87,7 +87,20 @@ class Settle:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class Parallel:
+    """Run several sub-steps at once; result: a tuple with each one's outcome, in order.
+
+    An outcome is the sub-step's return value, or the exception it raised (returned, not
+    raised, so one coworker's failure never hides its siblings' work). Each sub-step runs
+    in its own copy of the context that yielded this, and the effect completes only when
+    every sub-step has ended: cancelling it cancels and waits for all of them.
+    """
+
+    steps: tuple[Generator[Any, Any, Any], ...]
+
+
 Ledgered = Reserve | Settle
-Effect = Send | Call | Sleep | Reserve | Settle
+Effect = Send | Call | Sleep | Reserve | Settle | Parallel
 Step = Generator[Effect, Any, T]
 """A piece of task logic that yields effects and finally returns a ``T``."""

@@ -110,7 +110,7 @@ def _record(scope: UsageScope, llm: LLM, purpose: Purpose, price: Price,
         agent=scope.agent, purpose=purpose, model=llm.model, prompt_tokens=prompt,
         completion_tokens=completion, cached_prompt_tokens=cached,
         reasoning_tokens=reasoning, cost=cost, priced=priced, latency_s=latency,
-        started_at=started_at, outcome=outcome)
+        started_at=started_at, outcome=outcome, delegated_by=scope.delegated_by)
     scope.add(record)
     return record
 

@@ -13,7 +13,9 @@ from typing import Any
 
 from crewline import events
 from crewline._accounting.policy import RequestPolicy
-from crewline._core.effects import Call, Step
+from crewline._accounting.usage import Purpose
+from crewline._core.delegation import DELEGATION_TOOLS, Handoff, delegation_specs, start_delegation
+from crewline._core.effects import Call, Parallel, Step
 from crewline._core.notify import notify
 from crewline._core.prepared import PreparedTask
 from crewline._core.request import llm_call
@@ -35,6 +37,8 @@ def first_messages(task: PreparedTask, context: str, feedback: list[str]
         user += f"\n\nThis is the expected criteria for your final answer: {task.expected_output}"
     if context:
         user += f"\n\nThis is the context you are working with:\n{context}"
+    if task.plan:
+        user += f"\n\nThis is the plan for this task:\n{task.plan}"
     if feedback:
         notes = "\n".join(f"- {f}" for f in feedback)
         user += ("\n\nEarlier answers to this task were rejected. Address this feedback:\n"
@@ -78,13 +82,61 @@ def _run_tool(task: PreparedTask, call: ToolCallRequest) -> Step[str]:
     return result
 
 
+def _run_calls(task: PreparedTask, calls: tuple[ToolCallRequest, ...],
+               policy: RequestPolicy) -> Step[list[str]]:
+    """Every tool call of one reply, results in call order.
+
+    Delegation calls are sub-steps of this task; two or more in one reply run at once (one
+    ``Parallel`` effect), and a failure that stops the task is raised only once all of
+    them have ended, so no coworker's spend goes unrecorded.
+    """
+    handoffs: dict[int, Handoff] = {}
+    pending: dict[int, Step[Handoff]] = {}
+    if task.delegation is not None:
+        for i, call in enumerate(calls):
+            if call.name in DELEGATION_TOOLS:
+                started = start_delegation(task, call, policy)
+                if isinstance(started, Handoff):
+                    handoffs[i] = started
+                else:
+                    pending[i] = started
+    if len(pending) > 1:
+        outcomes = yield Parallel(tuple(pending.values()))
+        failure: BaseException | None = None
+        for i, outcome in zip(pending, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                failure = failure or outcome
+            else:
+                handoffs[i] = outcome
+        if failure is not None:
+            raise failure
+        pending.clear()
+    results: list[str] = []
+    for i, call in enumerate(calls):
+        if i in pending:
+            handoffs[i] = yield from pending[i]
+        if i in handoffs:
+            handoff = handoffs[i]
+            notify(events.ToolCalled, task=task.name, tool=call.name, ok=handoff.error is None,
+                   error=handoff.error)
+            results.append(handoff.text)
+        else:
+            results.append((yield from _run_tool(task, call)))
+    return results
+
+
 def agent_answer(task: PreparedTask, messages: list[dict[str, Any]], policy: RequestPolicy,
                  response_format: dict[str, Any] | None = None) -> Step[str]:
-    """Run the tool loop until the model gives a final answer; return its text."""
-    specs = [t.openai_spec() for t in task.agent.tools] or None
+    """Run the tool loop until the model gives a final answer; return its text.
+
+    A hierarchical crew's manager makes its requests with purpose ``manager``; everyone
+    else (a coworker too) with ``agent``.
+    """
+    specs = [t.openai_spec() for t in task.agent.tools] + delegation_specs(task) or None
+    purpose: Purpose = "manager" if task.manager else "agent"
     for _turn in range(task.agent.max_iter):
-        reply = yield from llm_call(task.llm, messages, policy=policy, purpose="agent", tools=specs,
-                                    response_format=response_format)
+        reply = yield from llm_call(task.llm, messages, policy=policy, purpose=purpose,
+                                    tools=specs, response_format=response_format)
         if not reply.tool_calls:
             return reply.content or ""
         messages.append({
@@ -92,8 +144,8 @@ def agent_answer(task: PreparedTask, messages: list[dict[str, Any]], policy: Req
             "tool_calls": [{"id": c.id, "type": "function",
                             "function": {"name": c.name, "arguments": c.arguments}}
                            for c in reply.tool_calls]})
-        for call in reply.tool_calls:
-            result = yield from _run_tool(task, call)
+        results = yield from _run_calls(task, reply.tool_calls, policy)
+        for call, result in zip(reply.tool_calls, results, strict=True):
             messages.append({"role": "tool", "tool_call_id": call.id, "name": call.name,
                              "content": result})
     raise MaxIterationsError(

@@ -23,6 +23,7 @@ from crewline._execution.batch import build_batch, run_batch, run_batch_async
 from crewline._execution.execute import execute, execute_async
 from crewline._execution.run import Run
 from crewline.budget import Budget
+from crewline.errors import DefinitionError
 
 __all__ = ["Crew", "Process"]
 
@@ -38,14 +39,63 @@ class Crew(RateLimitedDefinition):
     llm: LLM | None = None
     """The model of agents that name none."""
     name: str | None = None
+    manager_llm: LLM | None = None
+    """Hierarchical: the model of the manager crewline builds (role ``"Crew Manager"``)."""
+    manager_agent: Agent | None = None
+    """Hierarchical: your own manager, instead of one built from ``manager_llm``."""
+    planning: bool = False
+    """Make one plan for every task before the first one starts (purpose ``planning``)."""
+    planning_llm: LLM | None = None
+    """The planner's model; default: the crew's ``llm``, else the manager's, else the first
+    task's."""
+    max_delegation_depth: int = Field(default=2, ge=1)
+    """How deep hand-offs may nest: 1 lets the task's worker delegate, 2 lets its
+    coworkers delegate once more, and so on."""
 
-    @field_validator("llm", mode="before")
+    @field_validator("llm", "manager_llm", "planning_llm", mode="before")
     @classmethod
     def _llm_from_string(cls, value: Any) -> Any:
         return LLM(model=value) if isinstance(value, str) else value
 
     @model_validator(mode="after")
+    def _check_delegation(self) -> Crew:
+        """Raised as ``DefinitionError`` (not a validation error): the crew's shape, not a
+        field's value, is wrong."""
+        if self.process == Process.hierarchical:
+            if self.manager_llm is None and self.manager_agent is None:
+                raise DefinitionError(
+                    "a hierarchical crew needs a manager: set manager_llm=LLM(...) (crewline "
+                    "builds a 'Crew Manager' agent) or manager_agent=Agent(...)")
+            if self.manager_agent is not None and self.manager_llm is not None:
+                raise DefinitionError("set manager_llm or manager_agent, not both")
+            if self.manager_agent is not None:
+                if any(a is self.manager_agent for a in self.agents):
+                    raise DefinitionError(
+                        f"manager_agent {self.manager_agent.role!r} is also one of the crew's "
+                        "agents: the manager delegates to the agents, so it must not be one")
+                if self.manager_agent.llm is None and self.llm is None:
+                    raise DefinitionError(
+                        f"manager_agent {self.manager_agent.role!r} has no llm, and the crew "
+                        "sets no default llm")
+            if not self.agents:
+                raise DefinitionError("a hierarchical crew needs agents for its manager to "
+                                      "delegate to")
+        elif self.manager_llm is not None or self.manager_agent is not None:
+            raise DefinitionError(
+                f"manager_llm and manager_agent are for Process.hierarchical; this crew's "
+                f"process is {self.process.value!r}")
+        if self.process == Process.hierarchical or any(a.allow_delegation
+                                                        for a in self.agents):
+            for agent in self.agents:
+                if agent.llm is None and self.llm is None:
+                    raise DefinitionError(
+                        f"agent {agent.role!r} can be delegated to but has no llm, and the "
+                        "crew sets no default llm")
+        return self
+
+    @model_validator(mode="after")
     def _check_tasks(self) -> Crew:
+        hierarchical = self.process == Process.hierarchical
         seen: dict[str, int] = {}
         position = {id(t): i for i, t in enumerate(self.tasks)}
         for i, task in enumerate(self.tasks):
@@ -54,11 +104,14 @@ class Crew(RateLimitedDefinition):
                 raise ValueError(f"tasks[{i}]: name {name!r} is already used by "
                                  f"tasks[{seen[name]}]; task names must be unique")
             seen[name] = i
-            if task.agent is None and len(self.agents) != 1:
+            if hierarchical:
+                pass  # the manager works every task
+            elif task.agent is None and len(self.agents) != 1:
                 raise ValueError(f"tasks[{i}] ({name!r}) has no agent, and the crew has "
                                  f"{len(self.agents)} agents: give the task an agent")
-            agent = task.agent or self.agents[0]
-            if agent.llm is None and self.llm is None:
+            agent = task.agent or (self.agents[0] if self.agents else None)
+            if not hierarchical and agent is not None and agent.llm is None \
+                    and self.llm is None:
                 raise ValueError(f"agent {agent.role!r} (tasks[{i}], {name!r}) has no llm, "
                                  "and the crew sets no default llm")
             for ref in task.context or ():

@@ -14,6 +14,8 @@ Choices a reader should know about:
   repr (``0.00000015`` stays ``0.00000015``), a string is read as written.
 * An agent's ``role`` defaults to its name; a task's name is its key, and tasks run in the
   order the file lists them. ``{placeholders}`` stay in the text until kickoff.
+* ``process: hierarchical`` needs ``manager_llm`` (inheriting from ``llm`` as an agent's
+  does); its tasks need no ``agent``. ``planning_llm`` inherits the same way.
 * A ``guardrail`` that looks like an import path (``package.module:function``, no spaces)
   must resolve; so must one that looks like a dotted path (``checks.no_numbers``), the
   usual slip for the colon form, which would otherwise become a requirement for an LLM
@@ -47,11 +49,12 @@ from crewline.errors import DefinitionError
 __all__ = ["AGENT_KEYS", "BUDGET_KEYS", "LLM_KEYS", "TASK_KEYS", "TOP_KEYS",
            "crew_from_mapping", "load_crew"]
 
-TOP_KEYS = ("name", "process", "llm", "agents", "tasks", "budget", "max_rpm", "max_tpm")
+TOP_KEYS = ("name", "process", "llm", "agents", "tasks", "budget", "max_rpm", "max_tpm",
+            "manager_llm", "planning", "planning_llm", "max_delegation_depth")
 LLM_KEYS = ("model", "base_url", "api_key", "api_key_env", "temperature", "max_tokens",
             "timeout", "num_retries", "retry_backoff", "input_cost_per_token",
             "output_cost_per_token", "reserve_output_tokens", "max_rpm", "max_tpm")
-AGENT_KEYS = ("role", "goal", "backstory", "llm", "tools", "max_iter")
+AGENT_KEYS = ("role", "goal", "backstory", "llm", "tools", "max_iter", "allow_delegation")
 TASK_KEYS = ("description", "expected_output", "agent", "context", "async_execution",
              "guardrail", "guardrails", "guardrail_max_retries", "output_pydantic",
              "output_json")
@@ -386,6 +389,9 @@ class _CrewReader:
             fields["tools"] = self.tools(spec["tools"], _join(path, "tools"))
         if spec.get("max_iter") is not None:
             fields["max_iter"] = self.integer(spec["max_iter"], _join(path, "max_iter"))
+        if spec.get("allow_delegation") is not None:
+            fields["allow_delegation"] = self.boolean(spec["allow_delegation"],
+                                                      _join(path, "allow_delegation"))
         agent: Agent = self.build(Agent, path, **fields)
         return agent
 
@@ -409,7 +415,7 @@ class _CrewReader:
         return found
 
     def task(self, name: str, value: Any, agents: dict[str, Agent],
-             done: dict[str, Task], later: set[str]) -> Task:
+             done: dict[str, Task], later: set[str], *, managed: bool = False) -> Task:
         path = _join("tasks", name)
         spec = self.mapping(value, path, TASK_KEYS)
         if spec.get("description") is None:
@@ -419,7 +425,8 @@ class _CrewReader:
         if spec.get("expected_output") is not None:
             fields["expected_output"] = self.string(
                 spec["expected_output"], _join(path, "expected_output"), empty=True)
-        fields["agent"] = self.task_agent(spec.get("agent"), _join(path, "agent"), agents)
+        if not managed or spec.get("agent") is not None:
+            fields["agent"] = self.task_agent(spec.get("agent"), _join(path, "agent"), agents)
         if spec.get("context") is not None:
             fields["context"] = self.context(spec["context"], _join(path, "context"), name,
                                              done, later)
@@ -507,12 +514,6 @@ class _CrewReader:
         default = fields.get("llm")
         agents = {name: self.agent(name, value, top, model, default)
                   for name, value in self.mapping(spec["agents"], "agents").items()}
-        task_specs = self.mapping(spec["tasks"], "tasks")
-        done: dict[str, Task] = {}
-        later = set(task_specs)
-        for name, value in task_specs.items():
-            later.discard(name)
-            done[name] = self.task(name, value, agents, done, later)
         if spec.get("process") is not None:
             process = self.string(spec["process"], "process")
             allowed = [p.value for p in Process]
@@ -520,6 +521,25 @@ class _CrewReader:
                 self.fail("process", f"unknown process {process!r} (allowed: "
                                      f"{', '.join(allowed)})")
             fields["process"] = Process(process)
+        managed = fields.get("process") == Process.hierarchical
+        for key in ("manager_llm", "planning_llm"):
+            if spec.get(key) is not None:
+                own = self.llm_config(spec[key], key)
+                fields[key] = self.llm(_inherit(top or {}, own), key, model)
+        if managed and "manager_llm" not in fields:
+            self.fail("manager_llm", "missing: a hierarchical crew needs a manager model "
+                                     "(manager_llm: openai/gpt-4o-mini, or a mapping)")
+        if spec.get("planning") is not None:
+            fields["planning"] = self.boolean(spec["planning"], "planning")
+        if spec.get("max_delegation_depth") is not None:
+            fields["max_delegation_depth"] = self.integer(spec["max_delegation_depth"],
+                                                          "max_delegation_depth")
+        task_specs = self.mapping(spec["tasks"], "tasks")
+        done: dict[str, Task] = {}
+        later = set(task_specs)
+        for name, value in task_specs.items():
+            later.discard(name)
+            done[name] = self.task(name, value, agents, done, later, managed=managed)
         if spec.get("name") is not None:
             fields["name"] = self.string(spec["name"], "name")
         for key in ("max_rpm", "max_tpm"):
@@ -529,8 +549,13 @@ class _CrewReader:
             fields["budget"] = budget
         elif spec.get("budget") is not None:
             fields["budget"] = self.budget(spec["budget"])
-        crew: C = self.build(crew_type, "", agents=tuple(agents.values()),
-                                tasks=tuple(done.values()), **fields)
+        try:
+            crew: C = self.build(crew_type, "", agents=tuple(agents.values()),
+                                 tasks=tuple(done.values()), **fields)
+        except DefinitionError as exc:
+            if str(exc).startswith(f"{self.source}:"):
+                raise
+            self.fail("", str(exc))  # the crew's shape (a manager, delegation): name the file
         return crew
 
 

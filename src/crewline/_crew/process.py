@@ -1,6 +1,10 @@
 """How a crew's process turns a definition and inputs into one run's plan.
 
-Sequential: tasks in order, each with its own agent. A main-line task waits for every
+Sequential: tasks in order, each with its own agent; an agent with ``allow_delegation``
+holds the delegation tools over the crew's other agents. Hierarchical: the same order, but
+every task is worked by the manager (``manager_agent``, or one built from ``manager_llm``
+with the role ``"Crew Manager"``), holding the delegation tools over the crew's agents.
+A main-line task waits for every
 background (``async_execution``) task started before it; a background task waits only for
 the earlier background tasks it names as context. Everything is resolved here, before a
 single request is sent, so a missing input or agent fails the kickoff for free.
@@ -10,45 +14,138 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from crewline._core.prepared import PreparedTask, RunPlan
+from crewline._core.prepared import Coworker, Delegation, PreparedTask, RunPlan
 from crewline._core.templates import checked_inputs, fill
+from crewline._definitions.agent import Agent
 from crewline._definitions.task import task_name
 from crewline.errors import DefinitionError, InputError
 
 if TYPE_CHECKING:
-    from crewline._crew.crew import Crew
+    from crewline._accounting.ratelimit import RateLimiter
+    from crewline._definitions.llm import LLM
+    from crewline._definitions.task import Task
+    from crewline.budget.budget import Budget
 
-__all__ = ["Process", "plan_run"]
+__all__ = ["MANAGER_BACKSTORY", "MANAGER_GOAL", "MANAGER_ROLE", "Process", "manager_agent",
+           "plan_run"]
+
+MANAGER_ROLE = "Crew Manager"
+MANAGER_GOAL = "Manage the team to complete the task in the best way possible."
+MANAGER_BACKSTORY = (
+    "You are a seasoned manager with a knack for getting the best out of your team. You "
+    "are also known for your ability to delegate work to the right people, and to ask the "
+    "right questions to get the best out of your team. Even though you don't perform tasks "
+    "by yourself, you have a lot of experience in the field, which allows you to properly "
+    "evaluate the work of your team members.")
+
+
+class CrewShape(Protocol):
+    """What planning reads of a crew (a ``Crew``, typed here so that this layer needs no
+    import of the layer above it)."""
+
+    @property
+    def tasks(self) -> tuple[Task, ...]: ...
+    @property
+    def agents(self) -> tuple[Agent, ...]: ...
+    @property
+    def llm(self) -> LLM | None: ...
+    @property
+    def budget(self) -> Budget | None: ...
+    @property
+    def limiter(self) -> RateLimiter | None: ...
+    @property
+    def process(self) -> Process: ...
+    @property
+    def manager_agent(self) -> Agent | None: ...
+    @property
+    def manager_llm(self) -> LLM | None: ...
+    @property
+    def planning(self) -> bool: ...
+    @property
+    def planning_llm(self) -> LLM | None: ...
+    @property
+    def max_delegation_depth(self) -> int: ...
 
 
 class Process(enum.StrEnum):
-    """How a crew orders its tasks."""
+    """How a crew orders its tasks and who works them."""
 
     sequential = "sequential"
+    hierarchical = "hierarchical"
 
 
-def plan_run(crew: Crew, inputs: Mapping[str, Any] | None) -> RunPlan:
+def manager_agent(crew: CrewShape) -> Agent | None:
+    """The agent that works every task of a hierarchical crew (None for sequential).
+
+    Built from ``manager_llm`` when no ``manager_agent`` is given; a new ``Agent`` per
+    plan is cheap, and the user's ``LLM`` (with its rate limiter) is the one used.
+    """
+    if crew.process != Process.hierarchical:
+        return None
+    if crew.manager_agent is not None:
+        return crew.manager_agent
+    return Agent(role=MANAGER_ROLE, goal=MANAGER_GOAL, backstory=MANAGER_BACKSTORY,
+                 llm=crew.manager_llm, allow_delegation=True)
+
+
+def plan_run(crew: CrewShape, inputs: Mapping[str, Any] | None) -> RunPlan:
     """The plan of one kickoff of ``crew`` with ``inputs``, or the error that stops it."""
     if inputs is not None and not isinstance(inputs, Mapping):
         raise InputError(f"inputs must be a mapping of names to values, got "
                          f"{type(inputs).__name__}")
     values = checked_inputs(inputs)
-    return RunPlan(tasks=_prepare_tasks(crew, values), budget=crew.budget,
-                   limiter=crew.limiter, inputs=values)
+    tasks = _prepare_tasks(crew, values)
+    return RunPlan(tasks=tasks, budget=crew.budget, limiter=crew.limiter, inputs=values,
+                   planning_llm=_planning_llm(crew, tasks))
 
 
-def _prepare_tasks(crew: Crew, inputs: Mapping[str, Any]) -> tuple[PreparedTask, ...]:
+def _planning_llm(crew: CrewShape, tasks: tuple[PreparedTask, ...]) -> LLM | None:
+    if not crew.planning:
+        return None
+    return crew.planning_llm or crew.llm or crew.manager_llm or tasks[0].llm
+
+
+def _roster(crew: CrewShape, inputs: Mapping[str, Any]) -> tuple[Coworker, ...]:
+    """The crew's agents as delegation reaches them, with templates filled."""
+    roster: list[Coworker] = []
+    seen: dict[str, str] = {}
+    for agent in crew.agents:
+        llm = agent.llm or crew.llm
+        if llm is None:  # Crew validation makes this unreachable; kept as a guard
+            raise DefinitionError(f"agent {agent.role!r} can be delegated to but has no llm")
+        where = f"agent {agent.role!r}"
+        role = fill(agent.role, inputs, where=f"{where} role")
+        key = " ".join(role.split()).casefold()
+        if key in seen:
+            raise DefinitionError(
+                f"agents {seen[key]!r} and {role!r} have the same role, so delegation cannot "
+                "tell them apart: give each agent of a delegating crew its own role")
+        seen[key] = role
+        roster.append(Coworker(
+            agent=agent, llm=llm, role=role,
+            goal=fill(agent.goal, inputs, where=f"{where} goal"),
+            backstory=fill(agent.backstory, inputs, where=f"{where} backstory")))
+    return tuple(roster)
+
+
+def _prepare_tasks(crew: CrewShape, inputs: Mapping[str, Any]) -> tuple[PreparedTask, ...]:
     tasks = crew.tasks
     position = {id(t): i for i, t in enumerate(tasks)}
     prepared: list[PreparedTask] = []
     pending: list[int] = []  # background tasks started since the main line last joined
+    manager = manager_agent(crew)
+    delegating = manager is not None or any(a.allow_delegation for a in crew.agents)
+    roster = _roster(crew, inputs) if delegating else ()
     for i, task in enumerate(tasks):
         name = task_name(i, task.name)
-        agent = task.agent or (crew.agents[0] if len(crew.agents) == 1 else None)
+        agent = manager or task.agent or (crew.agents[0] if len(crew.agents) == 1 else None)
         if agent is None:  # Crew validation makes this unreachable; kept as a guard
             raise DefinitionError(f"task {name!r} has no agent")
+        delegation = None
+        if manager is not None or agent.allow_delegation:
+            delegation = Delegation(coworkers=roster, max_depth=crew.max_delegation_depth)
         llm = agent.llm or crew.llm
         if llm is None:
             raise DefinitionError(f"agent {agent.role!r} (task {name!r}) has no llm")
@@ -71,7 +168,8 @@ def _prepare_tasks(crew: Crew, inputs: Mapping[str, Any]) -> tuple[PreparedTask,
             role=role,
             goal=fill(agent.goal, inputs, where=f"agent {agent.role!r} goal"),
             backstory=fill(agent.backstory, inputs, where=f"agent {agent.role!r} backstory"),
-            background=task.async_execution, context_from=context_from, waits_for=waits_for))
+            background=task.async_execution, context_from=context_from, waits_for=waits_for,
+            delegation=delegation, manager=manager is not None))
         if task.async_execution:
             pending.append(i)
         else:

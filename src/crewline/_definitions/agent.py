@@ -27,6 +27,9 @@ class Agent(Definition):
     tools: tuple[Tool, ...] = ()
     max_iter: int = Field(default=20, gt=0)
     """How many model turns one attempt may take before it fails with MaxIterationsError."""
+    allow_delegation: bool = False
+    """Whether this agent may hand work to its crew's other agents (and ask them questions)
+    through the ``delegate_work_to_coworker`` and ``ask_question_to_coworker`` tools."""
 
     @field_validator("llm", mode="before")
     @classmethod

@@ -12,11 +12,22 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
+import threading
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Generator
 from typing import Any, TypeVar
 
-from crewline._core.effects import Call, Effect, Ledgered, Reserve, Send, Settle, Sleep, Step
+from crewline._core.effects import (
+    Call,
+    Effect,
+    Ledgered,
+    Parallel,
+    Reserve,
+    Send,
+    Settle,
+    Sleep,
+    Step,
+)
 from crewline._execution.workers import run_sync, worker_pool
 
 __all__ = ["drive", "drive_async"]
@@ -56,6 +67,8 @@ def _perform(effect: Effect) -> Any:
         return None
     if isinstance(effect, Reserve | Settle):
         return effect.perform()
+    if isinstance(effect, Parallel):
+        return _perform_parallel(effect)
     raise TypeError(f"unknown effect {effect!r}")
 
 
@@ -76,6 +89,8 @@ async def _aperform(effect: Effect) -> Any:
         return None
     if isinstance(effect, Reserve | Settle):
         return effect.perform() if not effect.blocking else await _off_loop(effect)
+    if isinstance(effect, Parallel):
+        return await _aperform_parallel(effect)
     raise TypeError(f"unknown effect {effect!r}")
 
 
@@ -149,3 +164,90 @@ async def drive_async(step: Step[T]) -> T:
         return stepper.result  # type: ignore[no-any-return]
     finally:
         step.close()
+
+
+def _stoppable(step: Generator[Any, Any, T], stop: threading.Event) -> Step[T]:
+    """``step``, with a cancellation thrown into it at its next effect once ``stop`` is set.
+
+    A thread cannot be interrupted; a step can, between two effects. It is thrown in once,
+    so the step's own cleanup (settling holds, recording a cut-off request) runs to the end.
+    """
+    value: Any = None
+    error: BaseException | None = None
+    thrown = False
+    while True:
+        if stop.is_set() and not thrown and error is None:
+            thrown = True
+            error = asyncio.CancelledError("cancelled with its parallel siblings")
+        try:
+            effect = step.send(value) if error is None else step.throw(error)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        try:
+            value, error = (yield effect), None
+        except BaseException as exc:
+            value, error = None, exc
+
+
+def _join(thread: threading.Thread) -> None:
+    """Wait for ``thread`` to end, whatever interrupts the wait: no orphan threads."""
+    while thread.is_alive():
+        try:
+            thread.join()
+        except BaseException:
+            continue
+
+
+def _perform_parallel(effect: Parallel) -> tuple[Any, ...]:
+    """Each sub-step on a thread of its own, started in its own copy of this context."""
+    outcomes: list[Any] = [None] * len(effect.steps)
+    stop = threading.Event()
+
+    def run(index: int, step: Generator[Any, Any, Any]) -> None:
+        try:
+            outcomes[index] = drive(_stoppable(step, stop))
+        except BaseException as exc:
+            outcomes[index] = exc
+
+    threads: list[threading.Thread] = []
+    try:
+        for index, step in enumerate(effect.steps):
+            thread = threading.Thread(target=contextvars.copy_context().run,
+                                      args=(run, index, step), daemon=True,
+                                      name=f"crewline-parallel-{index}")
+            thread.start()
+            threads.append(thread)
+        for thread in threads:
+            thread.join()
+    except BaseException:
+        stop.set()
+        for thread in threads:
+            _join(thread)
+        for step in effect.steps[len(threads):]:
+            step.close()
+        raise
+    return tuple(outcomes)
+
+
+async def _aperform_parallel(effect: Parallel) -> tuple[Any, ...]:
+    """Each sub-step as an asyncio task (a task runs in a copy of its creator's context)."""
+    tasks = [asyncio.create_task(drive_async(step)) for step in effect.steps]
+    try:
+        await asyncio.wait(tasks)
+    except asyncio.CancelledError:
+        for task in tasks:
+            task.cancel()
+        while not all(task.done() for task in tasks):
+            try:
+                await asyncio.wait(tasks)
+            except asyncio.CancelledError:
+                continue
+        raise
+    outcomes: list[Any] = []
+    for task in tasks:
+        if task.cancelled():
+            outcomes.append(asyncio.CancelledError())
+        else:
+            error = task.exception()
+            outcomes.append(error if error is not None else task.result())
+    return tuple(outcomes)

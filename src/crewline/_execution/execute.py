@@ -47,6 +47,7 @@ def _execute(run: Run) -> CrewOutput:
         if background else None)
     with run.active():
         try:
+            drive(run.before_tasks())
             for task in run.tasks:
                 if task.background:
                     assert pool is not None
@@ -95,6 +96,7 @@ async def execute_async(run: Run) -> CrewOutput:
     try:
         run.check_routes()
         with run.active():
+            await drive_async(run.before_tasks())
             async with asyncio.TaskGroup() as group:
                 started: dict[int, asyncio.Task[object]] = {}
                 for task in run.tasks:

@@ -10,6 +10,7 @@ have two runs and share nothing mutable.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import uuid
@@ -25,6 +26,7 @@ from crewline._accounting.usage import Usage, UsageScope
 from crewline._core.attempts import run_task
 from crewline._core.effects import Step
 from crewline._core.outputs import CrewOutput, TaskOutput
+from crewline._core.planning import plan_tasks
 from crewline._core.prepared import PreparedTask, RunPlan
 from crewline.errors import CrewlineError
 from crewline.log import get_logger
@@ -60,6 +62,22 @@ class Run:
         self._outputs: dict[int, TaskOutput] = {}
         self._failures: list[BaseException] = []
         self._lock = threading.Lock()
+        self._plans: dict[int, str] = {}
+
+    def before_tasks(self) -> Step[None]:
+        """The run-level work before the first task: the crew's plan, when it plans.
+
+        Recorded in the run's scope and in no task's; a failure here is the run's."""
+        if self.plan.planning_llm is None:
+            return
+        try:
+            plans = yield from plan_tasks(self.plan.planning_llm, self.tasks, self.scope,
+                                          self.policy)
+        except BaseException as exc:
+            self.failed(exc)
+            raise
+        with self._lock:
+            self._plans = plans
 
     def check_routes(self) -> None:
         """Refuse, before anything is sent, a model litellm cannot route (every task's,
@@ -72,6 +90,9 @@ class Run:
         with self._lock:
             context = "\n\n".join(self._outputs[j].raw for j in task.context_from
                                   if j in self._outputs)
+            plan = self._plans.get(task.index)
+        if plan is not None:
+            task = dataclasses.replace(task, plan=plan)
         policy = self.policy
         if task.task.budget is not None:
             policy = policy.extended(

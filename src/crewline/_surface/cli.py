@@ -26,7 +26,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, NoReturn, TextIO
 
 from crewline import Usage, UsageRecord, __version__
-from crewline._surface.report import dollars, usage_table
+from crewline._surface.report import agent_rows, dollars, outside_tasks_rows, usage_table
 
 __all__ = ["main"]
 
@@ -196,8 +196,9 @@ def _run(args: argparse.Namespace) -> int:
         print(output.raw)
         print()
         print(usage_table(
-            [("task", [(t.name, t.usage) for t in output.tasks_output]),
-             ("agent", sorted(output.usage_by_agent.items()))],
+            [("task", [(t.name, t.usage) for t in output.tasks_output]
+              + outside_tasks_rows(output.usage_records)),
+             ("agent", agent_rows(output.usage_records))],
             output.usage))
         _print_unpriced_note(output.usage_records)
     return EXIT_OK
@@ -320,8 +321,9 @@ def _report_failure(exc: Any, progress: Progress, *, as_json: bool) -> int:
         })
     else:
         print(usage_table(
-            [("task", [(name, by_task.get(name, Usage())) for name in names]),
-             ("agent", sorted(_group(records, "agent").items()))],
+            [("task", [(name, by_task.get(name, Usage())) for name in names if name]
+              + outside_tasks_rows(records)),
+             ("agent", agent_rows(records))],
             exc.usage, total_label="spent"))
         _print_unpriced_note(records)
     failed = [state.name for state in progress.tasks() if state.status == "failed"]

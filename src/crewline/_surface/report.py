@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from decimal import Decimal
 
-from crewline._accounting.usage import Usage
+from crewline._accounting.usage import Usage, UsageRecord
 
-__all__ = ["dollars", "usage_table"]
+__all__ = ["agent_rows", "dollars", "outside_tasks_rows", "usage_table"]
 
 
 
@@ -47,3 +47,33 @@ def usage_table(sections: Sequence[tuple[str, Sequence[tuple[str, Usage]]]], tot
         rest = [cell.rjust(widths[i + 1]) for i, cell in enumerate(row[1:])]
         lines.append("  ".join([first, *rest]).rstrip())
     return "\n".join(lines)
+
+
+def agent_rows(records: Iterable[UsageRecord]) -> list[tuple[str, Usage]]:
+    """Usage per agent, with work done for a delegator on rows of its own.
+
+    ``Researcher`` is the agent's own tasks, ``Researcher (delegated by Crew Manager)`` the
+    pieces a manager handed it; an agent that managed says ``(manager)``, the planner
+    ``(planning)``. The rows sum to the total: every record is on exactly one row.
+    """
+    grouped: dict[str, list[UsageRecord]] = {}
+    managers = {r.agent for r in records if r.purpose == "manager"}
+    for r in records:
+        label = r.agent or ""
+        if r.delegated_by is not None:
+            label += f" (delegated by {r.delegated_by})"
+        elif r.purpose == "planning":
+            label += " (planning)"
+        elif r.agent in managers:
+            label += " (manager)"
+        grouped.setdefault(label, []).append(r)
+    return sorted((label, Usage.from_records(rs)) for label, rs in grouped.items())
+
+
+def outside_tasks_rows(records: Iterable[UsageRecord]) -> list[tuple[str, Usage]]:
+    """The run's requests that belong to no task (the crew's plan), as one row if any."""
+    outside = [r for r in records if r.task is None]
+    if not outside:
+        return []
+    purposes = sorted({r.purpose for r in outside})
+    return [(f"(no task: {', '.join(purposes)})", Usage.from_records(outside))]

@@ -5,9 +5,13 @@
   HTTP path.
 * ``ScriptedModel``: the same answers and counting in-process, for fast unit tests:
   ``LLM(model="openai/gpt-4o-mini", transport=ScriptedModel("first reply", ...))``.
+* ``delegate``, ``ask``, ``agent_is``, ``agent_turn``: script a manager's hand-offs to its
+  coworkers, and answer each agent by its role.
 """
 
+from crewline.testing.delegation import agent_is, agent_turn, ask, delegate
 from crewline.testing.scripted import ScriptedModel
 from crewline.testing.server import FakeLLMServer, Reply, Served, ServedTotals, ToolCall
 
-__all__ = ["FakeLLMServer", "Reply", "ScriptedModel", "Served", "ServedTotals", "ToolCall"]
+__all__ = ["FakeLLMServer", "Reply", "ScriptedModel", "Served", "ServedTotals", "ToolCall",
+           "agent_is", "agent_turn", "ask", "delegate"]

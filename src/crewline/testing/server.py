@@ -124,6 +124,11 @@ class Served:
     finish_reason: str | None = None
     stream: bool = False
     body: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    received_at: float = 0.0
+    """``time.monotonic()`` when the server read the request (0 when never read)."""
+    answered_at: float = 0.0
+    """``time.monotonic()`` when the answer was ready to send, after any delay: two requests
+    overlapped in time when each was received before the other was answered."""
 
     @property
     def total_tokens(self) -> int:
@@ -409,11 +414,13 @@ class FakeLLMServer:
             self._in_flight += 1
             self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
         served = _blank(index)
+        received = time.monotonic()
         try:
             answer = self._answer(index, await request.read())
-            served = answer.served
+            served = replace(answer.served, received_at=received)
             if answer.wait > 0:
                 await asyncio.sleep(answer.wait)
+            served = replace(served, answered_at=time.monotonic())
             self._record(served, epoch)
             return web.Response(
                 status=served.status,
@@ -439,9 +446,11 @@ class FakeLLMServer:
         with self._lock:
             index, epoch = self._next_index, self._epoch
             self._next_index += 1
+        now = time.monotonic()
         answer = self._answer(index, raw)
-        self._record(answer.served, epoch)
-        return answer.served, answer.wait, answer.body, answer.headers
+        served = replace(answer.served, received_at=now, answered_at=now + answer.wait)
+        self._record(served, epoch)
+        return served, answer.wait, answer.body, answer.headers
 
     async def _handle_totals(self, request: web.Request) -> web.Response:
         totals = self.totals(request.query.get("marker"))
