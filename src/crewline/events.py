@@ -36,6 +36,7 @@ __all__ = [
     "LLMCallFinished",
     "TaskFinished",
     "TaskStarted",
+    "TextDelta",
     "ToolCalled",
     "emit",
     "off",
@@ -123,6 +124,21 @@ class BudgetReserved(Event):
 class BudgetExceeded(Event):
     budget: str
     message: str
+
+
+class TextDelta(Event):
+    """A piece of a streamed reply's text, as it arrived (``crew.stream``/``astream``).
+
+    ``task`` is the task's name, ``agent`` the role, ``attempt`` 1-based and ``purpose`` the
+    request's (``agent``, ``conversion``, ...): the deltas of one attempt's agent requests,
+    concatenated, are the text of that attempt's replies.
+    """
+
+    task: str | None
+    agent: str | None
+    attempt: int | None
+    purpose: str
+    text: str
 
 
 E = TypeVar("E", bound=Event)
