@@ -171,9 +171,23 @@ def test_a_stalled_consumer_holds_the_kickoff_back(server: FakeLLMServer) -> Non
     agent = Agent(role="Writer", goal="write", llm=_llm(server))
     crew = Crew(agents=[agent], tasks=[Task(description="[[s]] go", expected_output="x",
                                             agent=agent)])
-    with crew.stream() as stream:
-        time.sleep(0.5)  # the consumer stalls; the kickoff must wait for it
-        assert server.served == [] and server.in_flight == 1
+    heard = threading.Condition()
+    deltas: list[TextDelta] = []
+
+    def count(event: Event) -> None:  # runs before the stream's own listener
+        if isinstance(event, TextDelta):
+            with heard:
+                deltas.append(event)
+                heard.notify_all()
+
+    with crew.stream(listeners=[count]) as stream:
+        # The consumer stalls: 256 events fill the buffer (the kickoff's 3 events before
+        # the reply, 253 deltas); the 254th delta waits to be handed over, and so does the
+        # kickoff.
+        with heard:
+            assert heard.wait_for(lambda: len(deltas) >= 254, timeout=120)
+        time.sleep(0.3)
+        assert len(deltas) == 254
         texts = [e.text for e in stream if isinstance(e, TextDelta)]
     assert len(texts) == 300
     assert stream.result.usage.completion_tokens == 300 == server.totals().completion_tokens
