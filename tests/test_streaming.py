@@ -408,3 +408,32 @@ def test_scripted_model_streams_word_by_word_with_its_gap() -> None:
             return [e.text async for e in s if isinstance(e, TextDelta)]
 
     assert asyncio.run(main()) == ["one", " two", " three", " four"]
+
+
+# -- the CLI -------------------------------------------------------------------------------
+
+
+def test_cli_run_stream_prints_each_agents_text_live_labelled(
+        server: FakeLLMServer, tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    from crewline._surface.cli import main
+
+    path = tmp_path / "crew.yaml"
+    path.write_text(
+        "llm: {model: openai/gpt-4o-mini, base_url: %s, api_key: sk-test}\n"
+        "agents:\n  researcher: {role: Researcher}\n  writer: {role: Writer}\n"
+        "tasks:\n  research: {description: '[[research]] Research {topic}.', agent: researcher}\n"
+        "  write: {description: '[[write]] Write.', agent: writer, context: [research]}\n"
+        % server.base_url)
+    logger = logging.getLogger("crewline")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    try:
+        code = main(["run", str(path), "--stream", "-i", "topic=owls"])
+    finally:
+        logger.handlers[:], logger.level, logger.propagate = saved
+    out = capsys.readouterr().out
+    assert code == 0
+    research, write = (s.content for s in server.served)
+    assert out.startswith(f"[research · Researcher]\n{research}\n\n[write · Writer]\n{write}\n")
+    assert all(s.stream for s in server.served)
