@@ -421,11 +421,10 @@ def test_cli_run_stream_prints_each_agents_text_live_labelled(
 
     path = tmp_path / "crew.yaml"
     path.write_text(
-        "llm: {model: openai/gpt-4o-mini, base_url: %s, api_key: sk-test}\n"
+        "llm: {model: openai/gpt-4o-mini, base_url: " + server.base_url + ", api_key: sk-test}\n"
         "agents:\n  researcher: {role: Researcher}\n  writer: {role: Writer}\n"
         "tasks:\n  research: {description: '[[research]] Research {topic}.', agent: researcher}\n"
-        "  write: {description: '[[write]] Write.', agent: writer, context: [research]}\n"
-        % server.base_url)
+        "  write: {description: '[[write]] Write.', agent: writer, context: [research]}\n")
     logger = logging.getLogger("crewline")
     saved = (list(logger.handlers), logger.level, logger.propagate)
     try:
