@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, field_validator, model_validator
 
@@ -24,6 +24,9 @@ from crewline._execution.execute import execute, execute_async
 from crewline._execution.run import Run
 from crewline.budget import Budget
 from crewline.errors import DefinitionError
+
+if TYPE_CHECKING:
+    from crewline._execution.stream import AsyncCrewStream, CrewStream
 
 __all__ = ["Crew", "Process"]
 
@@ -176,6 +179,22 @@ class Crew(RateLimitedDefinition):
             raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
         return await run_batch_async(self._batch(inputs, budget, listeners),
                                      max_concurrency=max_concurrency)
+
+    def stream(self, inputs: Mapping[str, Any] | None = None, *,
+               budget: Budget | None = None, listeners: Sequence[Any] = ()) -> CrewStream:
+        """Kick off on a thread of its own and watch it: every request is streamed, and the
+        kickoff's events (``TextDelta`` among them) are yielded as they happen. Use it in a
+        ``with`` block; leaving the block early cancels the kickoff (docs/streaming.md)."""
+        from crewline._execution.stream import CrewStream
+
+        return CrewStream(lambda handlers: self._run(inputs, budget, handlers), listeners)
+
+    def astream(self, inputs: Mapping[str, Any] | None = None, *,
+                budget: Budget | None = None, listeners: Sequence[Any] = ()) -> AsyncCrewStream:
+        """``stream`` on the running event loop: ``async with crew.astream(...) as s``."""
+        from crewline._execution.stream import AsyncCrewStream
+
+        return AsyncCrewStream(lambda handlers: self._run(inputs, budget, handlers), listeners)
 
     def _batch(self, inputs: Sequence[Mapping[str, Any]], budget: Budget | None,
                listeners: Sequence[Any]) -> list[Run]:
