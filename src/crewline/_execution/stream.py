@@ -240,6 +240,9 @@ class AsyncCrewStream:
             self._loop.call_soon_threadsafe(self._append, event)
 
     async def _pace(self) -> None:
+        # Give the consumer its turn at once: chunks already buffered would otherwise be
+        # read to the end of the reply before the consumer saw the first delta.
+        await asyncio.sleep(0)
         while len(self._items) >= self._size and not self._closed:
             self._room.clear()
             await self._room.wait()
