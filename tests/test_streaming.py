@@ -172,22 +172,21 @@ def test_a_stalled_consumer_holds_the_kickoff_back(server: FakeLLMServer) -> Non
     crew = Crew(agents=[agent], tasks=[Task(description="[[s]] go", expected_output="x",
                                             agent=agent)])
     heard = threading.Condition()
-    deltas: list[TextDelta] = []
+    seen: list[Event] = []
 
     def count(event: Event) -> None:  # runs before the stream's own listener
-        if isinstance(event, TextDelta):
-            with heard:
-                deltas.append(event)
-                heard.notify_all()
+        with heard:
+            seen.append(event)
+            heard.notify_all()
 
     with crew.stream(listeners=[count]) as stream:
-        # The consumer stalls: 256 events fill the buffer (the kickoff's 3 events before
-        # the reply, 253 deltas); the 254th delta waits to be handed over, and so does the
-        # kickoff.
+        # The consumer stalls: 256 events fill the buffer (the kickoff's events before the
+        # reply, then deltas); the 257th waits to be handed over, and so does the kickoff.
         with heard:
-            assert heard.wait_for(lambda: len(deltas) >= 254, timeout=120)
+            assert heard.wait_for(lambda: len(seen) >= 257, timeout=120)
         time.sleep(0.3)
-        assert len(deltas) == 254
+        assert len(seen) == 257
+        assert sum(isinstance(e, TextDelta) for e in seen) < 300  # the reply is held back
         texts = [e.text for e in stream if isinstance(e, TextDelta)]
     assert len(texts) == 300
     assert stream.result.usage.completion_tokens == 300 == server.totals().completion_tokens
