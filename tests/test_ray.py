@@ -250,3 +250,21 @@ def test_a_worker_killed_mid_batch_keeps_its_spend(server: FakeLLMServer, ray_cl
         outs = plain.kickoff_for_each([{"i": i} for i in range(4)], runner=runner)
         assert _same(sum((o.usage for o in outs), Usage()), server.totals())
         assert victim not in runner.worker_pids()
+
+
+def test_rate_limits_are_split_evenly_across_workers(server: FakeLLMServer) -> None:
+    """Each worker's copy of the crew keeps ``limit // workers``: the cluster keeps the limit."""
+    import pickle
+
+    from crewline._execution.remote import split_rate_limits
+
+    llm = _llm(server).model_copy(update={"max_rpm": 90, "max_tpm": 10_001})
+    agent = Agent(role="A", llm=llm)
+    crew = Crew(agents=[agent], tasks=[Task(description="x", agent=agent)], max_rpm=60)
+    copy = pickle.loads(pickle.dumps(crew))  # what a worker receives
+    split_rate_limits(copy, 3)
+    worker_llm = copy.tasks[0].agent.llm
+    assert worker_llm.limiter.requests.capacity == 30
+    assert worker_llm.limiter.tokens.capacity == 3333
+    assert copy.limiter.requests.capacity == 20 and copy.limiter.tokens is None
+    assert crew.limiter.requests.capacity == 60  # the driver's own crew is untouched
