@@ -22,9 +22,15 @@ from pathlib import Path
 import pytest
 
 import crewline
-from crewline._accounting.usage import Usage
+from crewline._accounting.usage import Usage, UsageRecord
 from crewline._surface.cli import Progress, dollars, main
-from crewline.events import AttemptFailed, AttemptStarted, TaskFinished, TaskStarted
+from crewline.events import (
+    AttemptFailed,
+    AttemptStarted,
+    LLMCallFinished,
+    TaskFinished,
+    TaskStarted,
+)
 from crewline.testing.server import FakeLLMServer, Reply, ServedTotals, ToolCall
 
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
@@ -430,32 +436,45 @@ def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert "run" in out and "demo" in out
 
 
-def test_live_progress_redraws_one_line_per_task() -> None:
+def _record(task: str, agent: str, prompt: int, completion: int, cost: str,
+            outcome: str = "ok") -> UsageRecord:
+    from datetime import UTC, datetime
+
+    return UsageRecord(id=f"{task}-{prompt}", run_id="r", task=task, attempt=1, agent=agent,
+                       purpose="agent", model="m", prompt_tokens=prompt,
+                       completion_tokens=completion, cached_prompt_tokens=0,
+                       reasoning_tokens=0, cost=Decimal(cost), priced=True, latency_s=0.1,
+                       started_at=datetime.now(UTC), outcome=outcome)  # type: ignore[arg-type]
+
+
+def test_live_progress_tallies_tasks_requests_tokens_and_cost() -> None:
     stream = io.StringIO()
     progress = Progress(stream, live=True)
     usage = Usage(requests=2, cost=Decimal("0.00012"))
+    records = [_record("research", "Researcher", 10, 5, "0.00002"),
+               _record("write", "Writer", 20, 7, "0.00003"),
+               _record("write", "Writer", 0, 0, "0", outcome="error")]
     for event in [TaskStarted(run_id="r", task="research", agent="Researcher"),
                   AttemptStarted(run_id="r", task="research", attempt=1),
+                  LLMCallFinished(run_id="r", record=records[0]),
                   TaskStarted(run_id="r", task="write", agent="Writer"),
                   AttemptStarted(run_id="r", task="write", attempt=1),
+                  LLMCallFinished(run_id="r", record=records[2]),
                   AttemptFailed(run_id="r", task="write", attempt=1, reason="too\nlong"),
                   AttemptStarted(run_id="r", task="write", attempt=2),
+                  LLMCallFinished(run_id="r", record=records[1]),
                   TaskFinished(run_id="r", task="research", agent="Researcher", ok=True,
                                attempts=1, usage=usage),
                   TaskFinished(run_id="r", task="write", agent="Writer", ok=True, attempts=2,
                                usage=usage)]:
         progress(event)
+    progress.finish()
+    progress.finish()  # idempotent: an interrupt and the normal path may both finish
 
-    screen: list[str] = []  # replay the cursor movements the way a terminal would
-    for chunk in stream.getvalue().split("\x1b["):
-        if chunk[:1].isdigit() and "F" in chunk[:4]:
-            up, chunk = chunk.split("F", 1)
-            del screen[len(screen) - int(up):]
-        screen.extend(line.removeprefix("2K") for line in chunk.split("\n")[:-1])
-    assert [line.split() for line in screen] == [
-        ["research", "Researcher", "done", "after", "1", "attempt", "(2", "requests,", "$0.00012)"],
-        ["write", "Writer", "done", "after", "2", "attempts", "(2", "requests,", "$0.00012)"],
-    ]
+    screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", stream.getvalue())  # rich's cursor moves
+    last = screen.rstrip("\n").splitlines()[-1]
+    assert last == ("crewline run: tasks done 2/2 · requests 2 (1 failed) · tokens 42 · "
+                    "cost $0.00005")
     assert [(t.name, t.status, t.attempts) for t in progress.tasks()] == [
         ("research", "done", 1), ("write", "done", 2)]
 

@@ -23,12 +23,15 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from crewline import Usage, UsageRecord, __version__
 from crewline._surface.report import agent_rows, dollars, outside_tasks_rows, usage_table
 
 __all__ = ["main"]
+
+if TYPE_CHECKING:
+    from crewline._surface.live import LiveTally
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -195,6 +198,9 @@ def _run(args: argparse.Namespace) -> int:
     except CrewlineError as exc:
         progress.finish()
         return _report_failure(exc, progress, as_json=args.json)
+    except BaseException:
+        progress.finish()  # an interrupt: give the terminal back before saying so
+        raise
     progress.finish()
     if args.json:
         _print_json(_success_json(output))
@@ -415,8 +421,9 @@ class TaskState:
 class Progress:
     """An event listener that shows each task's progress on ``stream``.
 
-    On a terminal it keeps one live line per task, redrawn in place; otherwise it writes one
-    plain line per event. Events arrive from whichever thread runs the task, so every
+    On a terminal it draws live progress with ``rich`` (tasks done, requests, tokens and cost
+    so far, and what each running task is doing); otherwise it writes one plain line per
+    event. Events arrive from whichever thread runs the task, so every
     change and every write happens under one lock.
     """
 
@@ -425,12 +432,21 @@ class Progress:
         self._live = live
         self._lock = threading.Lock()
         self._tasks: dict[str, TaskState] = {}
-        self._drawn = 0
         self.run_id: str | None = None
+        self._tally: LiveTally | None = None
+        if live:
+            from crewline._surface.live import LiveTally
+
+            self._tally = LiveTally(stream, title="crewline run")
 
     def __call__(self, event: object) -> None:
         from crewline.events import AttemptFailed, AttemptStarted, TaskFinished, TaskStarted
 
+        if self._tally is not None:
+            with self._lock:
+                if not self._tally.drawing:
+                    self._tally.__enter__()
+            self._tally(event)
         with self._lock:
             self.run_id = self.run_id or getattr(event, "run_id", None)
             if isinstance(event, TaskStarted):
@@ -459,28 +475,20 @@ class Progress:
                 self._show(state, f"{state.status} after {tries} ({spent})")
 
     def _show(self, state: TaskState, message: str) -> None:
-        if not self._live:
-            self._stream.write(f"[crewline] {state.name}: {message}\n")
-            self._stream.flush()
-            return
         state.note = message
-        width = max(len(s.name) for s in self._tasks.values())
-        agent_width = max(len(s.agent) for s in self._tasks.values())
-        up = f"\x1b[{self._drawn}F" if self._drawn else ""
-        lines = [f"\x1b[2K  {s.name:<{width}}  {s.agent:<{agent_width}}  {s.note}"
-                 for s in self._tasks.values()]
-        self._stream.write(up + "\n".join(lines) + "\n")
+        if self._live:
+            return  # the live tally draws the terminal
+        self._stream.write(f"[crewline] {state.name}: {message}\n")
         self._stream.flush()
-        self._drawn = len(lines)
 
     def tasks(self) -> list[TaskState]:
         with self._lock:
             return list(self._tasks.values())
 
     def finish(self) -> None:
-        """Leave the live lines as they are; later output goes below them."""
-        with self._lock:
-            self._drawn = 0
+        """Stop drawing; the tally's last line stays, and later output goes below it."""
+        if self._tally is not None and self._tally.drawing:
+            self._tally.__exit__(None, None, None)
 
 
 def _short(text: str, limit: int = 100) -> str:

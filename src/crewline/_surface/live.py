@@ -90,6 +90,10 @@ class LiveTally:
 
     # -- drawing --------------------------------------------------------------------------
 
+    @property
+    def drawing(self) -> bool:
+        return self._live is not None
+
     def summary(self) -> str:
         """One line of what was done and spent so far."""
         with self._lock:

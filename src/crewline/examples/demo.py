@@ -10,11 +10,13 @@ served: they must be equal, request for request and token for token.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from importlib import resources
 from typing import Any, TextIO
 
@@ -89,9 +91,16 @@ class _ToolTally:
                 self.calls[event.tool] += 1
 
 
-async def _run_all(crew: Crew, topics: list[str], tally: _ToolTally) -> list[CrewOutput]:
+async def _run_all(crew: Crew, topics: list[str], tally: _ToolTally,
+                   *extra: Callable[[object], None]) -> list[CrewOutput]:
     return list(await asyncio.gather(*(
-        crew.kickoff_async(inputs={"topic": topic}, listeners=[tally]) for topic in topics)))
+        crew.kickoff_async(inputs={"topic": topic}, listeners=[tally, *extra])
+        for topic in topics)))
+
+
+def _live_on(out: TextIO) -> bool:
+    isatty = getattr(out, "isatty", None)
+    return bool(isatty and isatty()) and os.environ.get("TERM") != "dumb"
 
 
 def run_demo(*, crews: int = 20, out: TextIO = sys.stdout, latency: float = 0.05) -> int:
@@ -105,7 +114,13 @@ def run_demo(*, crews: int = 20, out: TextIO = sys.stdout, latency: float = 0.05
               f"(model {MODEL}, {latency:g} s per request)\n", file=out)
         started = time.perf_counter()
         try:
-            outputs = asyncio.run(_run_all(crew, topics, tally))
+            if _live_on(out):  # live progress on a terminal; plain output otherwise
+                from crewline._surface.live import LiveTally
+
+                with LiveTally(out, title="crewline demo") as live:
+                    outputs = asyncio.run(_run_all(crew, topics, tally, live))
+            else:
+                outputs = asyncio.run(_run_all(crew, topics, tally))
         except CrewlineError as exc:
             print(f"error: a crew failed: {exc}", file=out)
             return 1
