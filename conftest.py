@@ -8,7 +8,9 @@ doc writer follows:
   exactly (``...`` stands for any text, as in doctest's ELLIPSIS: use it for run ids,
   timestamps and other values that change from run to run). A block that prints and shows
   no output fails, and so does an ```` ```output ```` block that follows no python block.
-* Any other block (shell, YAML, text, a fragment of Python that cannot run alone) must be
+* A ```` ```yaml ```` block is a crew file: it must load (``Crew.from_yaml``'s checks), with
+  a placeholder value for any ``api_key_env`` variable the environment lacks.
+* Any other block (shell, text, a fragment of Python that cannot run alone) must be
   preceded by ``<!-- skip: next "why it does not run" -->``, so pytest lists it as skipped
   with that reason. A block that neither runs nor is skipped fails.
 * README.md's example uses no ``base_url``, as a reader's would: for it, the test points
@@ -100,12 +102,49 @@ class _PythonAndOutput:
         return "an ```output block must follow the ```python block whose output it shows"
 
 
+class _CrewFiles:
+    """Loads each yaml block as a crew file, so a documented crew file stays valid."""
+
+    def __call__(self, document: Document) -> Iterable[Region]:
+        for block in _blocks(document):
+            if block.language == "yaml":
+                region = block.region
+                yield Region(region.start, region.end, str(block.source), self.load)
+
+    @staticmethod
+    def load(example: Example) -> None:
+        from crewline import Crew
+        from crewline._crew.crewfile import crew_from_mapping, parse_yaml
+
+        source = f"{example.path}:{example.line}"
+        data = parse_yaml(example.parsed, source=source)
+        missing = {name: None for name in _key_variables(data) if name not in os.environ}
+        try:
+            os.environ.update({name: "sk-placeholder" for name in missing})
+            crew_from_mapping(data, crew_type=Crew, source=source)
+        finally:
+            _restore_environ(missing)
+
+
+def _key_variables(data: Any) -> Iterator[str]:
+    """The ``api_key_env`` names anywhere in a parsed crew file."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if key == "api_key_env" and isinstance(value, str):
+                yield value
+            else:
+                yield from _key_variables(value)
+    elif isinstance(data, list):
+        for item in data:
+            yield from _key_variables(item)
+
+
 class _EveryOtherBlock:
     """Fails any other block that was not skipped with a reason: nothing goes unchecked."""
 
     def __call__(self, document: Document) -> Iterable[Region]:
         for block in _blocks(document):
-            if block.language not in ("python", "output"):
+            if block.language not in ("python", "output", "yaml"):
                 region = block.region
                 yield Region(region.start, region.end, block.language, self.unchecked)
 
@@ -134,11 +173,16 @@ def _setup(namespace: dict[str, Any]) -> None:
 
 
 def _setup_readme(namespace: dict[str, Any]) -> None:
-    from crewline.testing import FakeLLMServer
+    """The README's crew talks to "OpenAI": a fake one that calls the tool, as a model would."""
+    from crewline.testing import FakeLLMServer, Reply, ToolCall
 
     _setup(namespace)
     stack: contextlib.ExitStack = namespace["__docs_cleanup__"]
     server = stack.enter_context(FakeLLMServer())
+    server.add_rule("Collect three facts",
+                    Reply(tool_calls=[ToolCall("lookup", {"topic": "octopuses"})]),
+                    "- three hearts\n- blue blood\n- most neurons in the arms")
+    server.add_rule("Write one paragraph", "An octopus has three hearts and blue blood.")
     saved = {name: os.environ.get(name) for name in ("OPENAI_BASE_URL", "OPENAI_API_KEY")}
     stack.callback(_restore_environ, saved)
     os.environ["OPENAI_BASE_URL"] = server.base_url
@@ -168,7 +212,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
     return report
 
 
-_PARSERS = [SkipParser(), _PythonAndOutput(), _EveryOtherBlock()]
+_PARSERS = [SkipParser(), _PythonAndOutput(), _CrewFiles(), _EveryOtherBlock()]
 
 pytest_collect_file = (
     Sybil(parsers=_PARSERS, patterns=["docs/*.md"], setup=_setup, teardown=_teardown,
