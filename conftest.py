@@ -30,13 +30,12 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pytest
+from sybil import Document, Example, Region, Sybil
+from sybil.evaluators.python import pad
+from sybil.parsers.markdown import SkipParser
+from sybil.parsers.markdown.lexers import RawFencedCodeBlockLexer
 
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-
-from sybil import Document, Example, Region, Sybil  # noqa: E402
-from sybil.evaluators.python import pad  # noqa: E402
-from sybil.parsers.markdown import SkipParser  # noqa: E402
-from sybil.parsers.markdown.lexers import RawFencedCodeBlockLexer  # noqa: E402
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before litellm is imported
 
 _FENCED = RawFencedCodeBlockLexer(info_pattern=re.compile(r"(?P<language>[^\n]*)$\n",
                                                           re.MULTILINE))
