@@ -53,7 +53,8 @@ def robot(session: nox.Session) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     session.install("ruff")
-    session.run("ruff", "check", "src", "tests", "features", "robot", "bench", "noxfile.py")
+    session.run("ruff", "check", "src", "tests", "features", "robot", "bench", "noxfile.py",
+                "conftest.py")
 
 
 @nox.session
