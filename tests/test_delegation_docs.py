@@ -14,7 +14,7 @@ def test_worked_example_prints_what_the_page_shows() -> None:
     text = PAGE.read_text()
     section = text.split("## A worked example", 1)[1]
     code = re.search(r"```python\n(.*?)```", section, re.DOTALL)
-    shown = re.search(r"```text\n(.*?)```", section, re.DOTALL)
+    shown = re.search(r"```output\n(.*?)```", section, re.DOTALL)
     assert code is not None and shown is not None
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
