@@ -1,4 +1,7 @@
-"""docs/delegation.md: its worked example prints exactly what the page says it prints."""
+"""docs/delegation.md: its worked example prints what the page shows, and the prose agrees.
+
+sybil checks the output block too; this test stays for what sybil cannot check: the numbers
+the sentence after the output quotes must add up and match what the example printed."""
 
 from __future__ import annotations
 
