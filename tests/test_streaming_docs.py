@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import re
 import sys
+import textwrap
 from pathlib import Path
 from types import ModuleType
 
@@ -64,3 +66,12 @@ def test_the_sse_example_streams_a_crew_to_a_web_client(server: FakeLLMServer,
     assert per_task["t1"] == done["raw"]
     assert done["usage"]["total_tokens"] == server.totals().total_tokens  # type: ignore[index]
     assert all(s.stream for s in server.served)
+
+
+def test_the_page_shows_the_example_s_own_code() -> None:
+    """docs/streaming.md shows a fragment of the app, which sybil skips (it cannot run alone):
+    the fragment must be the app's real code, indented as in ``make_app``, so it cannot drift."""
+    page = (EXAMPLE.parents[1] / "streaming.md").read_text(encoding="utf-8")
+    (fragment,) = re.findall(r"^```python\n(async def events\(\).*?)^```", page, re.S | re.M)
+    in_make_app = textwrap.indent(fragment, " " * 8)
+    assert in_make_app in EXAMPLE.read_text(encoding="utf-8")
