@@ -10,8 +10,8 @@ started in a copy of the kickoff's context. A failure stops the main line; tasks
 in flight finish (their requests settle) before the kickoff raises.
 
 Asyncio: background tasks are asyncio tasks in a ``TaskGroup``; a failure cancels the
-siblings (their in-flight requests are released and recorded) and cancelling the kickoff
-cancels everything it started. Either way no thread or task outlives the kickoff, and one
+siblings (their in-flight requests are recorded as cancelled and charged their full hold),
+and cancelling the kickoff cancels everything it started. Either way no thread or task outlives the kickoff, and one
 exception leaves it: the first failure, with the others attached as ``.other_errors``.
 """
 
