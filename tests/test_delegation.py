@@ -466,10 +466,12 @@ def test_interrupting_parallel_sub_steps_on_threads_leaves_no_thread() -> None:
     from crewline._execution.drivers import drive
 
     ended: list[str] = []
+    running = {"a": threading.Event(), "b": threading.Event()}
 
     def sub(name: str):  # type: ignore[no-untyped-def]
         try:
-            for _ in range(200):
+            for _ in range(2000):
+                running[name].set()
                 yield Sleep(0.01)
         finally:
             ended.append(name)
@@ -479,7 +481,13 @@ def test_interrupting_parallel_sub_steps_on_threads_leaves_no_thread() -> None:
 
     main = threading.main_thread().ident
     assert main is not None
-    timer = threading.Timer(0.1, signal.pthread_kill, (main, signal.SIGINT))
+
+    def interrupt_once_both_run() -> None:  # once both run, not after a guessed delay
+        for event in running.values():
+            event.wait(60)
+        signal.pthread_kill(main, signal.SIGINT)
+
+    timer = threading.Thread(target=interrupt_once_both_run)
     timer.start()
     with pytest.raises(KeyboardInterrupt):
         drive(parent())

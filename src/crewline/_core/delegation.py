@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -174,14 +175,20 @@ def _check(task: PreparedTask, call: ToolCallRequest) -> _Request | Handoff:
     return _Request(found, question, text, str(args.get("context") or ""))
 
 
-def start_delegation(task: PreparedTask, call: ToolCallRequest, policy: RequestPolicy
-                     ) -> Step[Handoff] | Handoff:
+Work = Callable[[PreparedTask, str, RequestPolicy], Step[str]]
+"""Runs a prepared task's tool loop from its first messages (``context`` included) and
+returns the final answer: the agent loop of ``turns``, handed in so that this module, which
+the loop calls, does not import it back."""
+
+
+def start_delegation(task: PreparedTask, call: ToolCallRequest, policy: RequestPolicy,
+                     work: Work) -> Step[Handoff] | Handoff:
     """The coworker's sub-step for a delegation tool call, or the tool error to feed back."""
     checked = _check(task, call)
     if isinstance(checked, Handoff):
         return checked
     return coworker_step(task, checked.coworker, checked.text, checked.context, policy,
-                         question=checked.question)
+                         work, question=checked.question)
 
 
 def _coworker_task(task: PreparedTask, coworker: Coworker, text: str) -> PreparedTask:
@@ -200,26 +207,25 @@ def _coworker_task(task: PreparedTask, coworker: Coworker, text: str) -> Prepare
 
 
 def coworker_step(task: PreparedTask, coworker: Coworker, text: str, context: str,
-                  policy: RequestPolicy, *, question: bool = False) -> Step[Handoff]:
+                  policy: RequestPolicy, work: Work, *, question: bool = False
+                  ) -> Step[Handoff]:
     """``coworker`` works ``text`` with ``context``; returns its answer, or a tool error.
 
     Runs in its own usage scope (records name the coworker and ``delegated_by``), with the
     delegation events emitted in the context the sub-step runs in: ``DelegationStarted``
     before its first request, ``DelegationFinished`` after its last.
     """
-    from crewline._core.turns import agent_answer, first_messages
-
     parent = current_scope()
     if parent is None:
         raise RuntimeError("crewline: delegation outside any usage scope (engine bug)")
-    work = _coworker_task(task, coworker, text)
+    piece = _coworker_task(task, coworker, text)
     depth = task.delegation.depth + 1 if task.delegation is not None else 1
     scope = parent.delegated(agent=coworker.role, by=task.role)
     fields = {"task": task.name, "by": task.role, "to": coworker.role, "depth": depth}
     with scope.entered(), bound_contextvars(agent=coworker.role, delegated_by=task.role):
         notify(events.DelegationStarted, **fields)
         try:
-            answer = yield from agent_answer(work, first_messages(work, context, []), policy)
+            answer = yield from work(piece, context, policy)
         except Exception as exc:
             if events.listening():
                 notify(events.DelegationFinished, **fields, ok=False, usage=scope.usage,

@@ -95,7 +95,7 @@ def _run_calls(task: PreparedTask, calls: tuple[ToolCallRequest, ...],
     if task.delegation is not None:
         for i, call in enumerate(calls):
             if call.name in DELEGATION_TOOLS:
-                started = start_delegation(task, call, policy)
+                started = start_delegation(task, call, policy, _coworker_work)
                 if isinstance(started, Handoff):
                     handoffs[i] = started
                 else:
@@ -151,3 +151,8 @@ def agent_answer(task: PreparedTask, messages: list[dict[str, Any]], policy: Req
     raise MaxIterationsError(
         f"agent {task.role!r} on task {task.name!r} made {task.agent.max_iter} model turns "
         f"without a final answer (max_iter={task.agent.max_iter})")
+
+
+def _coworker_work(task: PreparedTask, context: str, policy: RequestPolicy) -> Step[str]:
+    """A coworker's piece of a delegated task: the same agent loop, from its own prompt."""
+    return agent_answer(task, first_messages(task, context, []), policy)

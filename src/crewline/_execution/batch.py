@@ -24,7 +24,6 @@ from crewline._execution.run import Run
 from crewline.errors import CrewlineError, InputError
 
 if TYPE_CHECKING:
-    from crewline._crew.crew import Crew
     from crewline.budget import Budget
 
 __all__ = ["BatchRunner", "build_batch", "run_batch", "run_batch_async"]
@@ -97,13 +96,16 @@ async def run_batch_async(runs: Sequence[Run], *,
 
 
 class BatchRunner(Protocol):
-    """Runs a whole ``kickoff_for_each`` batch somewhere else (other processes, hosts)."""
+    """Runs a whole ``kickoff_for_each`` batch somewhere else (other processes, hosts).
 
-    def run(self, crew: Crew, inputs: Sequence[Mapping[str, Any]], *,
+    ``crew`` is the ``Crew`` (typed ``Any`` here: this layer sits below the crew and does not
+    import it)."""
+
+    def run(self, crew: Any, inputs: Sequence[Mapping[str, Any]], *,
             budget: Budget | None = None, listeners: Sequence[Any] = ()) -> list[CrewOutput]:
         ...
 
-    async def run_async(self, crew: Crew, inputs: Sequence[Mapping[str, Any]], *,
+    async def run_async(self, crew: Any, inputs: Sequence[Mapping[str, Any]], *,
                         budget: Budget | None = None,
                         listeners: Sequence[Any] = ()) -> list[CrewOutput]:
         ...

@@ -298,16 +298,18 @@ def _perform_parallel(effect: Parallel) -> tuple[Any, ...]:
             thread = threading.Thread(target=contextvars.copy_context().run,
                                       args=(run, index, step), daemon=True,
                                       name=f"crewline-parallel-{index}")
+            threads.append(thread)  # before start: an interrupt between the two is handled
             thread.start()
-            threads.append(thread)
         for thread in threads:
             thread.join()
     except BaseException:
         stop.set()
-        for thread in threads:
-            _join(thread)
-        for step in effect.steps[len(threads):]:
-            step.close()
+        for index, step in enumerate(effect.steps):
+            thread = threads[index] if index < len(threads) else None
+            if thread is not None and (thread.ident is not None or thread.is_alive()):
+                _join(thread)  # it runs the step: it ends it
+            else:
+                step.close()  # never handed to a thread
         raise
     return tuple(outcomes)
 

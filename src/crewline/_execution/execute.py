@@ -11,8 +11,9 @@ in flight finish (their requests settle) before the kickoff raises.
 
 Asyncio: background tasks are asyncio tasks in a ``TaskGroup``; a failure cancels the
 siblings (their in-flight requests are recorded as cancelled and charged their full hold),
-and cancelling the kickoff cancels everything it started. Either way no thread or task outlives the kickoff, and one
-exception leaves it: the first failure, with the others attached as ``.other_errors``.
+and cancelling the kickoff cancels everything it started. Either way no thread or task
+outlives the kickoff, and one exception leaves it: the first failure, with the others
+attached as ``.other_errors``.
 """
 
 from __future__ import annotations
