@@ -305,9 +305,9 @@ def _perform_parallel(effect: Parallel) -> tuple[Any, ...]:
     except BaseException:
         stop.set()
         for index, step in enumerate(effect.steps):
-            thread = threads[index] if index < len(threads) else None
-            if thread is not None and (thread.ident is not None or thread.is_alive()):
-                _join(thread)  # it runs the step: it ends it
+            handed = threads[index] if index < len(threads) else None
+            if handed is not None and (handed.ident is not None or handed.is_alive()):
+                _join(handed)  # it runs the step: it ends it
             else:
                 step.close()  # never handed to a thread
         raise
