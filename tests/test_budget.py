@@ -34,8 +34,8 @@ def at(moment: datetime) -> Any:
 
 def test_public_surface_is_deliberate() -> None:
     assert sorted(crewline.budget.__all__) == [
-        "Amount", "Budget", "InMemoryLedger", "Ledger", "Limit", "Reservation", "SQLiteLedger",
-        "reserve_all"]
+        "Amount", "Budget", "InMemoryLedger", "Ledger", "Limit", "RedisLedger", "Reservation",
+        "SQLiteLedger", "reserve_all"]
 
 
 # -- refusals ----------------------------------------------------------------------------

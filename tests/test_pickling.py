@@ -98,6 +98,7 @@ SAMPLE_FIELDS: dict[str, dict[str, Any]] = {
                         "attempts": (attempt(1, passed=True),)},
     "MaxIterationsError": {},
     "CallbackError": {"output": task_output()},
+    "WorkerLostError": {"index": 7, "worker": "1"},
 }
 
 

@@ -95,7 +95,9 @@ def add(a: int, b: int) -> int:
     return a + b
 
 
-def _scenario(server: FakeLLMServer, transport: str) -> Crew:
+def _scenario(server: FakeLLMServer, transport: str, *, garbled: bool = True) -> Crew:
+    """Plain, retried (429), tool-calling, malformed (not for streams: a body that is not
+    server-sent events is an empty stream to both) and cached-prompt requests."""
     server.add_rule("[[retry]]", Reply(status=429, retry_after=0.01), "fine at last", times=2)
     server.add_rule("[[tool]]", Reply(tool_calls=[ToolCall("add", {"a": 2, "b": 3})]),
                     "the sum is 5", times=2)
@@ -106,7 +108,8 @@ def _scenario(server: FakeLLMServer, transport: str) -> Crew:
     llm = _llm(server, transport)
     agent = Agent(role="Analyst", goal="analyse", llm=llm, tools=[add])
     tasks = [Task(name=m, description=f"[[{m}]] do the {m} part", expected_output="text",
-                  agent=agent) for m in ("plain", "retry", "tool", "garbled", "cached")]
+                  agent=agent)
+             for m in ("plain", "retry", "tool", "garbled", "cached") if garbled or m != "garbled"]
     return Crew(agents=[agent], tasks=tasks)
 
 
@@ -116,25 +119,47 @@ def _fields(records: Any) -> list[tuple[Any, ...]]:
              r.priced, r.outcome, r.delegated_by) for r in records]
 
 
-@pytest.mark.parametrize("mode", ["sync", "asyncio"])
+def _kickoff(crew: Crew, mode: str) -> Any:
+    if mode == "sync":
+        return crew.kickoff()
+    if mode == "asyncio":
+        return asyncio.run(crew.kickoff_async())
+    if mode == "stream":
+        with crew.stream() as stream:
+            for _ in stream:
+                pass
+        return stream.result
+
+    async def consume() -> Any:
+        async with crew.astream() as stream:
+            async for _ in stream:
+                pass
+        return stream.result
+
+    return asyncio.run(consume())
+
+
+@pytest.mark.parametrize("mode", ["sync", "asyncio", "stream", "astream"])
 def test_the_same_crew_leaves_the_same_records_on_both_transports(
         server: FakeLLMServer, mode: str) -> None:
     seen: dict[str, list[tuple[Any, ...]]] = {}
     for transport in TRANSPORTS:
         server.reset()
-        crew = _scenario(server, transport)
-        out = crew.kickoff() if mode == "sync" else asyncio.run(crew.kickoff_async())
+        streamed = mode.endswith("stream")
+        crew = _scenario(server, transport, garbled=not streamed)
+        out = _kickoff(crew, mode)
         seen[transport] = _fields(out.usage_records)
+        assert {s.stream for s in server.served} == {streamed}
         served = server.totals()
-        # the garbled body was a 200 to the server, a failed request to crewline
-        assert out.usage.requests + out.usage.failed_requests == len(server.served) == 8
-        assert out.usage.failed_requests == served.failed_requests + 1
+        # a garbled body is a 200 to the server, a failed request to crewline
+        assert out.usage.requests + out.usage.failed_requests == len(server.served)
+        assert out.usage.failed_requests == served.failed_requests + (0 if streamed else 1)
         assert out.usage.prompt_tokens == served.prompt_tokens
         assert out.usage.completion_tokens == served.completion_tokens
         assert out.usage.cached_prompt_tokens == served.cached_prompt_tokens
     assert seen["litellm"] == seen["openai"]
     outcomes = [row[11] for row in seen["openai"]]
-    assert outcomes.count("error") == 2  # the 429 and the garbled body, each on record
+    assert outcomes.count("error") == (1 if mode.endswith("stream") else 2)  # each on record
     assert all(row[10] and row[9] > 0 for row in seen["openai"] if row[11] == "ok")
 
 

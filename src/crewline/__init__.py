@@ -34,6 +34,7 @@ _PUBLIC: dict[str, str] = {
     "Usage": "crewline._accounting.usage",
     "UsageRecord": "crewline._accounting.usage",
     "tool": "crewline._definitions.tools",
+    "WorkerLostError": "crewline.errors",
 }
 
 __all__ = [
@@ -59,6 +60,7 @@ __all__ = [
     "Tool",
     "Usage",
     "UsageRecord",
+    "WorkerLostError",
     "__version__",
     "tool",
 ]
@@ -83,6 +85,7 @@ if TYPE_CHECKING:
         InputError,
         MaxIterationsError,
         ProviderError,
+        WorkerLostError,
     )
 
 

@@ -11,7 +11,8 @@ before it failed, so a failure never hides money::
     ├── GuardrailError             guardrail retries exhausted (.feedback, .attempts)
     ├── ConversionError            no attempt's reply became the requested model (.attempts)
     ├── MaxIterationsError         an agent's tool loop ran past max_iter
-    └── CallbackError              a task callback or guardrail raised (.output)
+    ├── CallbackError              a task callback or guardrail raised (.output)
+    └── WorkerLostError            the worker process running a kickoff died (.index, .worker)
 
 Every one of them pickles with its fields and its usage records, so an error raised on a
 worker process reaches the driver with its type and what was spent (``CrewlineError``
@@ -41,6 +42,7 @@ __all__ = [
     "InputError",
     "MaxIterationsError",
     "ProviderError",
+    "WorkerLostError",
 ]
 
 
@@ -177,3 +179,18 @@ class CallbackError(CrewlineError):
     def __init__(self, message: str, *, output: Any = None) -> None:
         super().__init__(message)
         self.output = output
+
+
+class WorkerLostError(CrewlineError):
+    """The worker process running a kickoff of a batch died before the kickoff ended.
+
+    ``usage_records`` holds what the kickoff's requests spent up to the last record the
+    worker streamed back: requests it completed still count. ``index`` is the kickoff's
+    position in the batch's inputs; ``worker`` names the lost worker.
+    """
+
+    def __init__(self, message: str, *, index: int | None = None,
+                 worker: str | None = None) -> None:
+        super().__init__(message)
+        self.index = index
+        self.worker = worker

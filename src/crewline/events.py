@@ -41,6 +41,7 @@ __all__ = [
     "LLMCallStarted",
     "TaskFinished",
     "TaskStarted",
+    "TextDelta",
     "ToolCalled",
     "ToolStarted",
     "emit",
@@ -211,6 +212,21 @@ class DelegationFinished(Event):
     ok: bool
     usage: Usage
     error: str | None = None
+
+
+class TextDelta(Event):
+    """A piece of a streamed reply's text, as it arrived (``crew.stream``/``astream``).
+
+    ``task`` is the task's name, ``agent`` the role, ``attempt`` 1-based and ``purpose`` the
+    request's (``agent``, ``conversion``, ...): the deltas of one attempt's agent requests,
+    concatenated, are the text of that attempt's replies.
+    """
+
+    task: str | None
+    agent: str | None
+    attempt: int | None
+    purpose: str
+    text: str
 
 
 E = TypeVar("E", bound=Event)

@@ -43,6 +43,8 @@ class RequestPolicy:
 
     budgets: tuple[BudgetAccount, ...] = ()
     limiters: tuple[RateLimiter, ...] = ()
+    stream: bool = False
+    """Stream every request (``crew.stream``): its text becomes ``TextDelta`` events."""
 
     def extended(self, *, budgets: Iterable[BudgetAccount] = (),
                  limiters: Iterable[RateLimiter] = ()) -> RequestPolicy:
@@ -53,7 +55,7 @@ class RequestPolicy:
             if id(account.budget) not in seen:
                 seen.add(id(account.budget))
                 added.append(account)
-        return RequestPolicy((*added, *self.budgets), (*self.limiters, *limiters))
+        return RequestPolicy((*added, *self.budgets), (*self.limiters, *limiters), self.stream)
 
     @property
     def requires_price(self) -> tuple[str, ...]:

@@ -28,10 +28,15 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class Send:
-    """Send one chat request through ``transport``; result: ``ChatResponse``."""
+    """Send one chat request through ``transport``; result: ``ChatResponse``.
+
+    With ``on_delta`` the request is streamed and each piece of text is handed to it as it
+    arrives; the result is the same ``ChatResponse``, assembled from the chunks.
+    """
 
     transport: Transport
     request: dict[str, Any]
+    on_delta: Callable[[str], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)

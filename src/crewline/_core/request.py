@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -196,10 +196,24 @@ def _closing(holds: Holds | None) -> Iterator[None]:
         yield
 
 
+def _text_sink(scope: UsageScope, purpose: Purpose) -> Callable[[str], None]:
+    """Where a streamed request's text goes: ``TextDelta`` events stamped with the request's
+    place in the run, so deltas of a rejected attempt or a conversion are told apart."""
+    run_id, task, agent, attempt = scope.run_id, scope.task, scope.agent, scope.attempt
+
+    def deliver(text: str) -> None:
+        if events.listening():
+            events.emit(events.TextDelta(run_id=run_id, task=task, agent=agent,
+                                         attempt=attempt, purpose=purpose, text=text))
+
+    return deliver
+
+
 def _try(scope: UsageScope, llm: LLM, purpose: Purpose, price: Price, policy: RequestPolicy,
          request: dict[str, Any]) -> Step[ChatResponse]:
     """One try: hold, send, record, settle."""
     transport = transport_for(llm)
+    on_delta = _text_sink(scope, purpose) if request.get("stream") else None
     holds = yield from _hold(policy, llm, request, price, scope.run_id)
     with _closing(holds):
         started_at, t0 = datetime.now(UTC), time.perf_counter()
@@ -209,7 +223,7 @@ def _try(scope: UsageScope, llm: LLM, purpose: Purpose, price: Price, policy: Re
                 agent=scope.agent, purpose=purpose, model=llm.model,
                 messages=request["messages"]))
         try:
-            response: ChatResponse = yield Send(transport, request)
+            response: ChatResponse = yield Send(transport, request, on_delta)
         except ProviderError as exc:
             record = None
             if exc.sent:
@@ -249,11 +263,16 @@ def llm_call(llm: LLM, messages: list[dict[str, Any]], *, policy: RequestPolicy,
     if scope is None:
         raise RuntimeError("crewline: LLM request made outside any usage scope (engine bug)")
     request = build_request(llm, messages, tools=tools, response_format=response_format)
+    if policy.stream:
+        # Usage of a streamed reply comes only in a last chunk, and only when asked for.
+        request.update(stream=True, stream_options={"include_usage": True})
     price = price_of(llm)
     _check_priced(policy, llm, price)
     limiters = (*policy.limiters, *((llm.limiter,) if llm.limiter is not None else ()))
     retry = 0
     while True:
+        if policy.stream:
+            yield Sleep(0)  # a checkpoint: a closed stream stops here, before holding or sending
         yield from _admit(llm, request, limiters)
         try:
             return (yield from _try(scope, llm, purpose, price, policy, request))

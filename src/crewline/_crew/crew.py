@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, field_validator, model_validator
 
@@ -19,11 +19,14 @@ from crewline._definitions.agent import Agent
 from crewline._definitions.base import RateLimitedDefinition
 from crewline._definitions.llm import LLM
 from crewline._definitions.task import Task, task_name
-from crewline._execution.batch import build_batch, run_batch, run_batch_async
+from crewline._execution.batch import BatchRunner, build_batch, run_batch, run_batch_async
 from crewline._execution.execute import execute, execute_async
 from crewline._execution.run import Run
 from crewline.budget import Budget
 from crewline.errors import DefinitionError
+
+if TYPE_CHECKING:
+    from crewline._execution.stream import AsyncCrewStream, CrewStream
 
 __all__ = ["Crew", "Process"]
 
@@ -159,23 +162,53 @@ class Crew(RateLimitedDefinition):
 
     def kickoff_for_each(self, inputs: Sequence[Mapping[str, Any]], *,
                          budget: Budget | None = None,
-                         listeners: Sequence[Any] = ()) -> list[CrewOutput]:
-        """One run per input, one after another; a ``budget`` spans the whole batch."""
+                         listeners: Sequence[Any] = (),
+                         runner: BatchRunner | None = None) -> list[CrewOutput]:
+        """One run per input, one after another; a ``budget`` spans the whole batch.
+
+        With a ``runner`` (``crewline.ray.RayRunner``) the runner executes the batch, many
+        runs at once on its workers; results stay in input order.
+        """
+        if runner is not None:
+            return runner.run(self, inputs, budget=budget, listeners=listeners)
         return run_batch(self._batch(inputs, budget, listeners))
 
     async def kickoff_for_each_async(self, inputs: Sequence[Mapping[str, Any]], *,
                                      max_concurrency: int | None = None,
                                      budget: Budget | None = None,
-                                     listeners: Sequence[Any] = ()) -> list[CrewOutput]:
+                                     listeners: Sequence[Any] = (),
+                                     runner: BatchRunner | None = None) -> list[CrewOutput]:
         """One run per input, at most ``max_concurrency`` at once; results in input order.
 
         The first failure cancels the runs still going and is raised, with later failures
-        as ``.other_errors``; a ``budget`` spans the whole batch.
+        as ``.other_errors``; a ``budget`` spans the whole batch. With a ``runner`` the
+        runner executes the batch (its own ``concurrency`` per worker applies).
         """
         if max_concurrency is not None and max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
+        if runner is not None:
+            if max_concurrency is not None:
+                raise ValueError("max_concurrency does not apply with a runner; set the "
+                                 "runner's own concurrency (RayRunner(concurrency=...))")
+            return await runner.run_async(self, inputs, budget=budget, listeners=listeners)
         return await run_batch_async(self._batch(inputs, budget, listeners),
                                      max_concurrency=max_concurrency)
+
+    def stream(self, inputs: Mapping[str, Any] | None = None, *,
+               budget: Budget | None = None, listeners: Sequence[Any] = ()) -> CrewStream:
+        """Kick off on a thread of its own and watch it: every request is streamed, and the
+        kickoff's events (``TextDelta`` among them) are yielded as they happen. Use it in a
+        ``with`` block; leaving the block early cancels the kickoff (docs/streaming.md)."""
+        from crewline._execution.stream import CrewStream
+
+        return CrewStream(lambda handlers: self._run(inputs, budget, handlers), listeners)
+
+    def astream(self, inputs: Mapping[str, Any] | None = None, *,
+                budget: Budget | None = None, listeners: Sequence[Any] = ()) -> AsyncCrewStream:
+        """``stream`` on the running event loop: ``async with crew.astream(...) as s``."""
+        from crewline._execution.stream import AsyncCrewStream
+
+        return AsyncCrewStream(lambda handlers: self._run(inputs, budget, handlers), listeners)
 
     def _batch(self, inputs: Sequence[Mapping[str, Any]], budget: Budget | None,
                listeners: Sequence[Any]) -> list[Run]:

@@ -4,6 +4,10 @@ Every run of a batch is built before the first one starts, so a bad input fails 
 before anything is spent. A batch's own ``budget`` spans all of its runs (one account, keyed
 by the batch); the crew's and tasks' budgets stay per run. A failure carries the spend of
 the whole batch, never of the one run that failed.
+
+A ``BatchRunner`` (``crewline.ray.RayRunner``) runs a batch elsewhere instead: the crew
+hands it the whole batch, and it keeps the same promises (results in input order, the
+batch's spend on a failure).
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from crewline._accounting.usage import Usage, UsageRecord
 from crewline._core.outputs import CrewOutput
@@ -19,7 +23,11 @@ from crewline._execution.execute import execute, execute_async
 from crewline._execution.run import Run
 from crewline.errors import CrewlineError, InputError
 
-__all__ = ["build_batch", "run_batch", "run_batch_async"]
+if TYPE_CHECKING:
+    from crewline._crew.crew import Crew
+    from crewline.budget import Budget
+
+__all__ = ["BatchRunner", "build_batch", "run_batch", "run_batch_async"]
 
 MakeRun = Callable[[Mapping[str, Any], str], Run]
 """Builds one run of the batch from its input and the batch's budget key."""
@@ -86,3 +94,16 @@ async def run_batch_async(runs: Sequence[Run], *,
         cancelled.usage = Usage.from_records(records)  # type: ignore[attr-defined]
         raise
     return [t.result() for t in started]
+
+
+class BatchRunner(Protocol):
+    """Runs a whole ``kickoff_for_each`` batch somewhere else (other processes, hosts)."""
+
+    def run(self, crew: Crew, inputs: Sequence[Mapping[str, Any]], *,
+            budget: Budget | None = None, listeners: Sequence[Any] = ()) -> list[CrewOutput]:
+        ...
+
+    async def run_async(self, crew: Crew, inputs: Sequence[Mapping[str, Any]], *,
+                        budget: Budget | None = None,
+                        listeners: Sequence[Any] = ()) -> list[CrewOutput]:
+        ...

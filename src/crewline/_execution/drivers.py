@@ -14,7 +14,8 @@ import contextvars
 import inspect
 import threading
 import time
-from collections.abc import Awaitable, Generator
+from collections.abc import Awaitable, Callable, Generator, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from crewline._core.effects import (
@@ -30,7 +31,7 @@ from crewline._core.effects import (
 )
 from crewline._execution.workers import run_sync, worker_pool
 
-__all__ = ["drive", "drive_async"]
+__all__ = ["drive", "drive_async", "paced", "stoppable"]
 
 T = TypeVar("T")
 
@@ -54,8 +55,87 @@ def _resolve(awaitable: Awaitable[T]) -> T:
     return worker_pool().submit(context.run, asyncio.run, _await(awaitable)).result()
 
 
+_stop: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar(
+    "crewline_stop", default=None)
+_pace: contextvars.ContextVar[Callable[[], Awaitable[None]] | None] = contextvars.ContextVar(
+    "crewline_pace", default=None)
+
+
+@contextmanager
+def stoppable(stop: threading.Event) -> Iterator[None]:
+    """Steps driven by ``drive`` in this context (and in threads started from it) stop once
+    ``stop`` is set: the next effect other than a send or a settle raises
+    ``CancelledError`` into the step, and a wait is cut short. This is how a sync
+    ``crew.stream`` is closed: a thread cannot be cancelled, but it can be told at its
+    next safe point."""
+    token = _stop.set(stop)
+    try:
+        yield
+    finally:
+        _stop.reset(token)
+
+
+@contextmanager
+def paced(pace: Callable[[], Awaitable[None]]) -> Iterator[None]:
+    """Streamed requests driven by ``drive_async`` in this context await ``pace()`` after
+    each delta: an ``astream`` consumer that falls behind slows its kickoff down instead of
+    letting deltas pile up without bound."""
+    token = _pace.set(pace)
+    try:
+        yield
+    finally:
+        _pace.reset(token)
+
+
+def _check_stop(effect: Effect) -> None:
+    stop = _stop.get()
+    # Never at a Send (a stopped stream cuts it at its first delta, so it is on record as
+    # cut off) nor at a Settle (a hold is always closed).
+    if stop is not None and stop.is_set() and not isinstance(effect, Send | Settle):
+        raise asyncio.CancelledError("the stream was closed")
+
+
+def _sleep(seconds: float) -> None:
+    stop = _stop.get()
+    if stop is None:
+        time.sleep(seconds)
+    elif stop.wait(seconds):
+        raise asyncio.CancelledError("the stream was closed")
+
+
+def _stream(effect: Send) -> Any:
+    assert effect.on_delta is not None
+    stream = getattr(effect.transport, "stream", None)
+    if stream is None:  # a transport that cannot stream: its whole text is one delta
+        response = effect.transport.complete(effect.request)
+        if response.content:
+            effect.on_delta(response.content)
+        return response
+    return stream(effect.request, effect.on_delta)
+
+
+async def _astream(effect: Send) -> Any:
+    on_delta, pace = effect.on_delta, _pace.get()
+    assert on_delta is not None
+    astream = getattr(effect.transport, "astream", None)
+    if astream is None:
+        response = await effect.transport.acomplete(effect.request)
+        if response.content:
+            on_delta(response.content)
+        return response
+
+    async def deliver(text: str) -> None:
+        on_delta(text)
+        if pace is not None:
+            await pace()
+
+    return await astream(effect.request, deliver)
+
+
 def _perform(effect: Effect) -> Any:
     if isinstance(effect, Send):
+        if effect.on_delta is not None:
+            return _stream(effect)
         return effect.transport.complete(effect.request)
     if isinstance(effect, Call):
         result = effect.fn(*effect.args, **effect.kwargs)
@@ -63,7 +143,7 @@ def _perform(effect: Effect) -> Any:
             return _resolve(result)
         return result
     if isinstance(effect, Sleep):
-        time.sleep(effect.seconds)
+        _sleep(effect.seconds)
         return None
     if isinstance(effect, Reserve | Settle):
         return effect.perform()
@@ -74,6 +154,8 @@ def _perform(effect: Effect) -> Any:
 
 async def _aperform(effect: Effect) -> Any:
     if isinstance(effect, Send):
+        if effect.on_delta is not None:
+            return await _astream(effect)
         return await effect.transport.acomplete(effect.request)
     if isinstance(effect, Call):
         fn = effect.fn
@@ -144,6 +226,7 @@ def drive(step: Step[T]) -> T:
     try:
         while (effect := stepper.next_effect()) is not None:
             try:
+                _check_stop(effect)
                 stepper.value = _perform(effect)
             except BaseException as exc:
                 stepper.error = exc

@@ -75,6 +75,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--api-key-env", metavar="NAME",
                      help="read the API key from environment variable NAME, for every LLM "
                           "of the crew file that sets no api_key / api_key_env")
+    run.add_argument("--stream", action="store_true",
+                     help="print each agent's text as it is written, labelled by task and "
+                          "agent")
 
     demo = commands.add_parser(
         "demo", help="run the example crew offline, many at once, against a fake server",
@@ -180,9 +183,12 @@ def _run(args: argparse.Namespace) -> int:
                               default_api_key=api_key)
     except DefinitionError as exc:
         raise UsageError(str(exc)) from None
-    progress = Progress(sys.stderr, live=_is_terminal(sys.stderr))
+    progress = Progress(sys.stderr, live=_is_terminal(sys.stderr) and not args.stream)
     try:
-        output = crew.kickoff(inputs=inputs, budget=budget, listeners=[progress])
+        if args.stream and not args.json:
+            output = _streamed(crew, inputs, budget, progress)
+        else:
+            output = crew.kickoff(inputs=inputs, budget=budget, listeners=[progress])
     except InputError as exc:
         hint = f"; pass --input {exc.placeholder}=..." if exc.placeholder else ""
         raise UsageError(f"{exc}{hint}") from None
@@ -193,7 +199,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(_success_json(output))
     else:
-        print(output.raw)
+        if not args.stream:
+            print(output.raw)
         print()
         print(usage_table(
             [("task", [(t.name, t.usage) for t in output.tasks_output]
@@ -202,6 +209,31 @@ def _run(args: argparse.Namespace) -> int:
             output.usage))
         _print_unpriced_note(output.usage_records)
     return EXIT_OK
+
+
+def _streamed(crew: Any, inputs: dict[str, Any], budget: Any, progress: Progress) -> Any:
+    """Kick off with ``crew.stream``: each reply's text to stdout as it arrives, under a
+    ``[task · agent]`` label whenever the speaker (task, agent, attempt, purpose) changes."""
+    from crewline.events import TextDelta
+
+    speaker: tuple[Any, ...] | None = None
+    with crew.stream(inputs=inputs, budget=budget, listeners=[progress]) as stream:
+        for event in stream:
+            if not isinstance(event, TextDelta):
+                continue
+            current = (event.task, event.agent, event.attempt, event.purpose)
+            if current != speaker:
+                label = f"{event.task} · {event.agent}"
+                if event.attempt and event.attempt > 1:
+                    label += f" · attempt {event.attempt}"
+                if event.purpose != "agent":
+                    label += f" · {event.purpose}"
+                print(("\n\n" if speaker is not None else "") + f"[{label}]", flush=True)
+                speaker = current
+            print(event.text, end="", flush=True)
+    if speaker is not None:
+        print()
+    return stream.result
 
 
 def _unpriced(records: Iterable[UsageRecord]) -> list[str]:

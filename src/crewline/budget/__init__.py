@@ -1,8 +1,9 @@
 """Budgets that cap what crews spend, and the ledgers that keep their accounts.
 
 ``Budget`` is the definition a user writes; ``Reservation`` is one held request; a ``Ledger``
-(``InMemoryLedger`` in this process, ``SQLiteLedger`` across processes and restarts) is where
-spend and holds are counted. Amounts are ``Decimal`` dollars plus token and request counts.
+(``InMemoryLedger`` in this process, ``SQLiteLedger`` across processes and restarts,
+``RedisLedger`` across hosts) is where spend and holds are counted. Amounts are ``Decimal``
+dollars plus token and request counts.
 """
 
 from crewline.budget.amount import Amount, Limit
@@ -12,6 +13,7 @@ from crewline.budget.ledger import InMemoryLedger, Ledger
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from crewline._accounting.policy import reserve_all
+    from crewline.budget.redis import RedisLedger
     from crewline.budget.sqlite import SQLiteLedger
 
 
@@ -21,6 +23,10 @@ def __getattr__(name: str) -> object:
         from crewline.budget.sqlite import SQLiteLedger
 
         return SQLiteLedger
+    if name == "RedisLedger":  # and the redis client only by those who use Redis
+        from crewline.budget.redis import RedisLedger
+
+        return RedisLedger
     if name == "reserve_all":  # the engine's one reservation path, all or nothing
         from crewline._accounting.policy import reserve_all
 
@@ -33,6 +39,7 @@ __all__ = [
     "InMemoryLedger",
     "Ledger",
     "Limit",
+    "RedisLedger",
     "Reservation",
     "SQLiteLedger",
     "reserve_all",

@@ -3,7 +3,8 @@
 ``ScriptedModel`` is a ``Transport``: pass it as ``LLM(model=..., transport=model)``. It
 answers with the fake server's own logic (rules, scripted replies, injected failures,
 deterministic word-count usage), so a figure checked against ``model.totals()`` means the
-same as one checked against a ``FakeLLMServer``.
+same as one checked against a ``FakeLLMServer``. It streams as the server does: word by
+word, ``stream_gap`` seconds apart, with a usage chunk unless ``Reply(stream_usage=False)``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from crewline.errors import ProviderError
@@ -28,8 +29,8 @@ class ScriptedModel:
 
     def __init__(self, *replies: Reply | str,
                  script: Callable[[Served], Reply | str | None] | None = None,
-                 latency: float = 0.0) -> None:
-        self._core = FakeLLMServer(script=script)  # never started: its logic, not its socket
+                 latency: float = 0.0, stream_gap: float = 0.0) -> None:
+        self._core = FakeLLMServer(script=script, stream_gap=stream_gap)  # logic, no socket
         self.latency = latency
         if replies:
             self._core.add_rule(None, *replies)
@@ -80,6 +81,66 @@ class ScriptedModel:
             cached_prompt_tokens=usage["prompt_tokens_details"]["cached_tokens"],
             reasoning_tokens=usage["completion_tokens_details"]["reasoning_tokens"],
             finish_reason=data["choices"][0].get("finish_reason"))
+
+    def _stream_answer(self, request: dict[str, Any]
+                       ) -> tuple[float, float, Served, list[dict[str, Any]] | None, bytes,
+                                  dict[str, str]]:
+        payload = {k: v for k, v in request.items()
+                   if k not in ("api_key", "api_base", "max_retries", "timeout")}
+        answer = self._core.answer_locally(json.dumps(payload).encode())
+        chunks = None
+        if answer.chunks is not None:
+            chunks = [json.loads(data[len(b"data: "):]) for data, _ in answer.chunks
+                      if data.startswith(b"data: {")]
+        return (self.latency + answer.wait, answer.gap, answer.served, chunks, answer.body,
+                dict(answer.headers))
+
+    @staticmethod
+    def _pieces(chunks: list[dict[str, Any]]) -> Iterator[str]:
+        for chunk in chunks:
+            for choice in chunk.get("choices") or ():
+                text = (choice.get("delta") or {}).get("content")
+                if text:
+                    yield text
+
+    @staticmethod
+    def _assembled(served: Served) -> ChatResponse:
+        calls = tuple(ToolCallRequest(id=c.id or "", name=c.name, arguments=c.arguments_json)
+                      for c in served.tool_calls or ())
+        if not served.usage_sent:
+            return ChatResponse(content=served.content, tool_calls=calls,
+                                finish_reason=served.finish_reason, usage_reported=False)
+        return ChatResponse(
+            content=served.content, tool_calls=calls, prompt_tokens=served.prompt_tokens,
+            completion_tokens=served.completion_tokens,
+            cached_prompt_tokens=served.cached_prompt_tokens,
+            reasoning_tokens=served.reasoning_tokens, finish_reason=served.finish_reason)
+
+    def stream(self, request: dict[str, Any], on_delta: Callable[[str], None]) -> ChatResponse:
+        """Answer as a stream: each word to ``on_delta``, ``stream_gap`` apart."""
+        wait, gap, served, chunks, body, headers = self._stream_answer(request)
+        if wait > 0:
+            time.sleep(wait)
+        if chunks is None:
+            return self._response(served, body, headers)
+        for n, text in enumerate(self._pieces(chunks)):
+            if n and gap > 0:
+                time.sleep(gap)
+            on_delta(text)
+        return self._assembled(served)
+
+    async def astream(self, request: dict[str, Any],
+                      on_delta: Callable[[str], Awaitable[None]]) -> ChatResponse:
+        wait, gap, served, chunks, body, headers = self._stream_answer(request)
+        if wait > 0:
+            await asyncio.sleep(wait)
+        if chunks is None:
+            return self._response(served, body, headers)
+        for n, text in enumerate(self._pieces(chunks)):
+            if n and gap > 0:
+                await asyncio.sleep(gap)
+            await on_delta(text)
+        return self._assembled(served)
 
     def complete(self, request: dict[str, Any]) -> ChatResponse:
         wait, served, body, headers = self._answer(request)

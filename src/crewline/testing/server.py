@@ -21,6 +21,11 @@ never exceed tiktoken's count of the same messages; budget code relies on that:
 * ``total_tokens`` = prompt + completion; ``Reply`` overrides win over counting.
 * Failed answers (any status but 200) report nothing and count 0 tokens. A request the
   client abandoned (it closed the connection before the answer) is recorded with status 499.
+* A streamed answer (``"stream": true``) goes out word by word, one server-sent event per
+  word, ``stream_gap`` seconds apart (server-wide, or ``Reply.stream_gap``), then a usage
+  chunk when ``stream_options.include_usage`` asked for one (``Reply(stream_usage=False)``
+  plays a provider that never sends it). A stream the client cuts off is recorded with
+  status 499 and what a provider bills for it: the prompt and the words sent so far.
 
 Without a script answer or a matching rule, the reply is a minimal instance of a requested
 ``json_schema``, ``{}`` for ``json_object``, else ``"Result <digest> for the request."``: it
@@ -93,10 +98,16 @@ class Reply:
     completion_tokens: int | None = None
     cached_prompt_tokens: int = 0
     reasoning_tokens: int = 0
+    stream_gap: float | None = None
+    """Seconds between the words of a streamed answer; ``None``: the server's ``stream_gap``."""
+    stream_usage: bool = True
+    """False: a streamed answer ends without the usage chunk, even when it was asked for."""
 
     def __post_init__(self) -> None:
         if not 100 <= self.status <= 599:
             raise ValueError(f"Reply status must be an HTTP status, got {self.status}")
+        if self.stream_gap is not None and self.stream_gap < 0:
+            raise ValueError(f"Reply stream_gap must be >= 0 seconds, got {self.stream_gap}")
 
 
 @dataclass(frozen=True)
@@ -129,6 +140,8 @@ class Served:
     answered_at: float = 0.0
     """``time.monotonic()`` when the answer was ready to send, after any delay: two requests
     overlapped in time when each was received before the other was answered."""
+    usage_sent: bool = True
+    """Whether the answer reported usage (a stream without the usage chunk did not)."""
 
     @property
     def total_tokens(self) -> int:
@@ -193,6 +206,9 @@ class _Answer:
     content_type: str = "application/json"
     headers: Mapping[str, str] = field(default_factory=dict)
     wait: float = 0.0
+    chunks: tuple[tuple[bytes, int], ...] | None = None
+    """A streamed answer: each event with the completion tokens it carries."""
+    gap: float = 0.0
 
 
 class FakeLLMServer:
@@ -210,8 +226,10 @@ class FakeLLMServer:
         host: str = "127.0.0.1",
         port: int = 0,
         script: Script | None = None,
+        stream_gap: float = 0.0,
     ) -> None:
         self.latency = latency
+        self.stream_gap = stream_gap
         self._host = host
         self._port = port
         self._script = script
@@ -237,6 +255,17 @@ class FakeLLMServer:
         if seconds < 0:
             raise ValueError(f"latency must be >= 0 seconds, got {seconds}")
         self._latency = float(seconds)
+
+    @property
+    def stream_gap(self) -> float:
+        """Seconds between the words of a streamed answer (a reply's own gap wins)."""
+        return self._stream_gap
+
+    @stream_gap.setter
+    def stream_gap(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError(f"stream_gap must be >= 0 seconds, got {seconds}")
+        self._stream_gap = float(seconds)
 
     @property
     def port(self) -> int:
@@ -407,7 +436,7 @@ class FakeLLMServer:
 
     # -- serving ---------------------------------------------------------------------------
 
-    async def _handle(self, request: web.Request) -> web.Response:
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
         with self._lock:
             index, epoch = self._next_index, self._epoch
             self._next_index += 1
@@ -421,6 +450,10 @@ class FakeLLMServer:
             if answer.wait > 0:
                 await asyncio.sleep(answer.wait)
             served = replace(served, answered_at=time.monotonic())
+            if answer.chunks is not None:
+                answer = replace(answer, served=served)
+                served = replace(served, status=0)  # from here on it records itself
+                return await self._send_stream(request, answer, epoch)
             self._record(served, epoch)
             return web.Response(
                 status=served.status,
@@ -429,7 +462,8 @@ class FakeLLMServer:
                 content_type=answer.content_type,
             )
         except asyncio.CancelledError:
-            self._record(_abandoned(served), epoch)
+            if not (served.stream and served.status == 0):
+                self._record(_abandoned(served), epoch)
             raise
         finally:
             with self._lock:
@@ -437,20 +471,47 @@ class FakeLLMServer:
                 if self._in_flight == 0:
                     self._idle.notify_all()
 
+    async def _send_stream(self, request: web.Request, answer: _Answer, epoch: int
+                           ) -> web.StreamResponse:
+        """Write the events one by one; a client that leaves is billed what it was sent."""
+        assert answer.chunks is not None
+        response = web.StreamResponse(status=200, headers={"Cache-Control": "no-cache"})
+        response.content_type = answer.content_type
+        sent_tokens = 0
+        try:
+            await response.prepare(request)
+            for n, (data, tokens) in enumerate(answer.chunks):
+                if n and answer.gap > 0:
+                    await asyncio.sleep(answer.gap)
+                await response.write(data)
+                sent_tokens += tokens
+            await response.write_eof()
+        except (asyncio.CancelledError, ConnectionError):
+            self._record(_cut_off(answer.served, sent_tokens), epoch)
+            raise
+        self._record(answer.served, epoch)
+        return response
+
     def serve_locally(self, raw: bytes) -> tuple[Served, float, bytes, Mapping[str, str]]:
         """Answer one request body in-process, without HTTP, counting it as served.
 
         Returns the record, the wait the server would apply, the body and the headers.
         ``ScriptedModel`` uses this so in-process tests count exactly as the server does.
         """
+        answer = self.answer_locally(raw)
+        return answer.served, answer.wait, answer.body, answer.headers
+
+    def answer_locally(self, raw: bytes) -> _Answer:
+        """``serve_locally``'s whole answer, streamed events and gap included."""
         with self._lock:
             index, epoch = self._next_index, self._epoch
             self._next_index += 1
         now = time.monotonic()
         answer = self._answer(index, raw)
-        served = replace(answer.served, received_at=now, answered_at=now + answer.wait)
-        self._record(served, epoch)
-        return served, answer.wait, answer.body, answer.headers
+        answer = replace(answer, served=replace(answer.served, received_at=now,
+                                                answered_at=now + answer.wait))
+        self._record(answer.served, epoch)
+        return answer
 
     async def _handle_totals(self, request: web.Request) -> web.Response:
         totals = self.totals(request.query.get("marker"))
@@ -519,12 +580,13 @@ class FakeLLMServer:
         served = _complete(request, reply)
         stream_options = body.get("stream_options")
         if served.stream:
-            include_usage = isinstance(stream_options, dict) and bool(
-                stream_options.get("include_usage")
-            )
-            return _Answer(
-                served, _stream_body(served, include_usage), "text/event-stream", wait=wait
-            )
+            include_usage = (isinstance(stream_options, dict)
+                             and bool(stream_options.get("include_usage")) and reply.stream_usage)
+            served = replace(served, usage_sent=include_usage)
+            chunks = _stream_chunks(served, include_usage)
+            gap = self._stream_gap if reply.stream_gap is None else reply.stream_gap
+            return _Answer(served, b"".join(data for data, _ in chunks), "text/event-stream",
+                           wait=wait, chunks=chunks, gap=gap)
         return _Answer(served, json.dumps(_completion_json(served)).encode(), wait=wait)
 
     def _choose(self, request: Served, texts: list[str]) -> Reply:
@@ -813,8 +875,19 @@ def _completion_json(served: Served) -> dict[str, Any]:
     }
 
 
+def _cut_off(served: Served, sent_tokens: int) -> Served:
+    """A stream the client left: status 499, billed its prompt and the output it was sent."""
+    return replace(served, status=_CLIENT_CLOSED, completion_tokens=sent_tokens,
+                   cached_prompt_tokens=0, reasoning_tokens=0, usage_sent=False)
+
+
 def _stream_body(served: Served, include_usage: bool) -> bytes:
     """The whole answer as server-sent events; usage comes last and only when asked for."""
+    return b"".join(data for data, _ in _stream_chunks(served, include_usage))
+
+
+def _stream_chunks(served: Served, include_usage: bool) -> tuple[tuple[bytes, int], ...]:
+    """The answer as server-sent events, one word each, with the tokens each carries."""
     head = {
         "id": f"chatcmpl-fake-{served.index}",
         "object": "chat.completion.chunk",
@@ -823,8 +896,10 @@ def _stream_body(served: Served, include_usage: bool) -> bytes:
     }
     deltas: list[dict[str, Any]] = [{"role": "assistant", "content": ""}]
     pieces = re.findall(r"\s*\S+", served.content or "")
-    deltas += [{"content": "".join(pieces[i : i + 8])} for i in range(0, len(pieces), 8)]
+    deltas += [{"content": piece} for piece in pieces]
+    tokens = [0] + [1] * len(pieces)
     for n, call in enumerate(served.tool_calls or ()):
+        tokens.append(_words(call.name) + _words(call.arguments_json))
         deltas.append(
             {
                 "tool_calls": [
@@ -843,7 +918,11 @@ def _stream_body(served: Served, include_usage: bool) -> bytes:
     chunks.append(
         {**head, "choices": [{"index": 0, "delta": {}, "finish_reason": served.finish_reason}]}
     )
+    # Reasoning is billed but never shown: it counts with the first event.
+    tokens = [tokens[0] + served.reasoning_tokens, *tokens[1:], 0]
     if include_usage:
         chunks.append({**head, "choices": [], "usage": _usage_json(served)})
-    events = [f"data: {json.dumps(chunk)}\n\n" for chunk in chunks]
-    return ("".join(events) + "data: [DONE]\n\n").encode()
+        tokens.append(0)
+    events = [(f"data: {json.dumps(chunk)}\n\n".encode(), n)
+              for chunk, n in zip(chunks, tokens, strict=True)]
+    return (*events, (b"data: [DONE]\n\n", 0))

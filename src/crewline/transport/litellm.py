@@ -19,19 +19,21 @@ deliberately leaves litellm's process-global state alone:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import os
 import socket
 import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Protocol, runtime_checkable
 
 from crewline.errors import DefinitionError, ProviderError
 
-__all__ = ["ChatResponse", "LiteLLMTransport", "ToolCallRequest", "Transport", "check_route",
-           "litellm_module", "provider_error"]
+__all__ = ["ChatResponse", "LiteLLMTransport", "StreamingTransport", "ToolCallRequest",
+           "Transport", "check_route", "litellm_module", "provider_error"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +71,22 @@ class Transport(Protocol):
     def complete(self, request: dict[str, Any]) -> ChatResponse: ...
 
     async def acomplete(self, request: dict[str, Any]) -> ChatResponse: ...
+
+
+@runtime_checkable
+class StreamingTransport(Transport, Protocol):
+    """A transport that can stream: the same request (with ``stream=True``), each piece of
+    text handed to ``on_delta`` as it arrives, and the same ``ChatResponse`` at the end,
+    assembled from the chunks, with ``usage_reported`` true only if the provider itself
+    sent usage. An exception ``on_delta`` raises (the consumer went away) closes the
+    connection and propagates unchanged. A transport without these methods still works
+    in a streamed kickoff: its whole reply is one delta."""
+
+    def stream(self, request: dict[str, Any], on_delta: Callable[[str], None]
+               ) -> ChatResponse: ...
+
+    async def astream(self, request: dict[str, Any],
+                      on_delta: Callable[[str], Awaitable[None]]) -> ChatResponse: ...
 
 
 _import_lock = threading.Lock()
@@ -278,6 +296,98 @@ def _text(response: Any, name: str) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+class _Assembly:
+    """A streamed reply put back together: text, tool calls by index, finish, usage."""
+
+    __slots__ = ("calls", "finish", "text", "usage")
+
+    def __init__(self) -> None:
+        self.text: list[str] = []
+        self.calls: dict[int, list[str]] = {}
+        self.finish: str | None = None
+        self.usage: Any = None
+
+    def add(self, chunk: Any) -> str | None:
+        """Take in one chunk; return its text, if any."""
+        usage = getattr(chunk, "usage", None)
+        if usage is not None:
+            self.usage = usage
+        choices = getattr(chunk, "choices", None)
+        if not choices:
+            return None
+        choice = choices[0]
+        if getattr(choice, "finish_reason", None):
+            self.finish = choice.finish_reason
+        delta = getattr(choice, "delta", None)
+        if delta is None:
+            return None
+        for call in getattr(delta, "tool_calls", None) or ():
+            index = int(getattr(call, "index", 0) or 0)
+            parts = self.calls.setdefault(index, ["", "", ""])
+            function = getattr(call, "function", None)
+            if getattr(call, "id", None):
+                parts[0] = str(call.id)
+            if function is not None:
+                if getattr(function, "name", None):
+                    parts[1] = str(function.name)
+                parts[2] += str(getattr(function, "arguments", None) or "")
+        text = getattr(delta, "content", None)
+        if text:
+            self.text.append(str(text))
+            return str(text)
+        return None
+
+    def response(self, provider_usage: bool) -> ChatResponse:
+        """The reply; its usage counts only if the provider sent it (``provider_usage``)."""
+        calls = tuple(ToolCallRequest(id=i, name=n, arguments=a or "{}")
+                      for i, n, a in (self.calls[k] for k in sorted(self.calls)))
+        content = "".join(self.text) if self.text or not calls else None
+        usage = self.usage if provider_usage else None
+        prompt = _count(getattr(usage, "prompt_tokens", 0))
+        if usage is None or prompt == 0:
+            return ChatResponse(content=content, tool_calls=calls,
+                                completion_tokens=_count(getattr(usage, "completion_tokens", 0)),
+                                finish_reason=self.finish, usage_reported=False)
+        prompt_details = getattr(usage, "prompt_tokens_details", None)
+        completion_details = getattr(usage, "completion_tokens_details", None)
+        return ChatResponse(
+            content=content, tool_calls=calls, prompt_tokens=prompt,
+            completion_tokens=_count(getattr(usage, "completion_tokens", 0)),
+            cached_prompt_tokens=_count(getattr(prompt_details, "cached_tokens", 0)),
+            reasoning_tokens=_count(getattr(completion_details, "reasoning_tokens", 0)),
+            finish_reason=self.finish)
+
+
+def _provider_sent_usage(wrapper: Any) -> bool:
+    """Whether usage came from the provider, not from litellm.
+
+    Asked for usage (``include_usage``) and sent none, litellm 1.106.2 makes up a usage
+    chunk at the end of the stream from its own token count. The chunks it received from
+    the provider are kept on the stream wrapper (``chunks``); the made-up one is not among
+    them. A wrapper without that list tells nothing, and then the usage is not trusted.
+    """
+    received = getattr(wrapper, "chunks", None)
+    if not isinstance(received, list):
+        return False
+    return any(getattr(chunk, "usage", None) is not None for chunk in received)
+
+
+def _close_sync(wrapper: Any) -> None:
+    """Close the connection of a stream left before its end (the provider sees it go)."""
+    raw = getattr(wrapper, "completion_stream", None)
+    close = getattr(raw, "close", None)
+    if callable(close):
+        with contextlib.suppress(Exception):  # a broken connection is closed either way
+            close()
+
+
+async def _close_async(wrapper: Any) -> None:
+    aclose = getattr(wrapper, "aclose", None)
+    if callable(aclose):
+        with contextlib.suppress(Exception):
+            await aclose()
+
+
 @functools.lru_cache(maxsize=1024)
 def _route_problem(model: str, api_base: str | None) -> str | None:
     try:
@@ -323,6 +433,71 @@ class LiteLLMTransport:
         else:
             return _read(response, model=request["model"])
         raise error  # outside the except block: the SDK's exception (and key) is not chained
+
+    def stream(self, request: dict[str, Any], on_delta: Callable[[str], None]) -> ChatResponse:
+        """``litellm.completion(stream=True)``, each text delta to ``on_delta`` as it comes."""
+        litellm = litellm_module()
+        error: ProviderError | None = None
+        try:
+            wrapper = litellm.completion(**request)
+        except Exception as exc:
+            error = provider_error(exc, model=request["model"], secret=request.get("api_key"))
+        if error is not None:
+            raise error
+        assembly, chunks, finished = _Assembly(), iter(wrapper), False
+        try:
+            while True:
+                try:
+                    chunk = next(chunks)
+                except StopIteration:
+                    break
+                except Exception as exc:
+                    error = provider_error(exc, model=request["model"],
+                                           secret=request.get("api_key"))
+                    break
+                text = assembly.add(chunk)
+                if text:
+                    on_delta(text)
+            finished = error is None
+        finally:
+            if not finished:
+                _close_sync(wrapper)
+        if error is not None:
+            raise error
+        return assembly.response(_provider_sent_usage(wrapper))
+
+    async def astream(self, request: dict[str, Any],
+                      on_delta: Callable[[str], Awaitable[None]]) -> ChatResponse:
+        """``litellm.acompletion(stream=True)``; cancelling it closes the connection."""
+        litellm = litellm_module()
+        error: ProviderError | None = None
+        try:
+            wrapper = await litellm.acompletion(**request)
+        except Exception as exc:
+            error = provider_error(exc, model=request["model"], secret=request.get("api_key"))
+        if error is not None:
+            raise error
+        assembly, chunks, finished = _Assembly(), aiter(wrapper), False
+        try:
+            while True:
+                try:
+                    chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    break
+                except Exception as exc:
+                    error = provider_error(exc, model=request["model"],
+                                           secret=request.get("api_key"))
+                    break
+                text = assembly.add(chunk)
+                if text:
+                    await on_delta(text)
+            finished = error is None
+        finally:
+            if not finished:
+                await _close_async(wrapper)
+        if error is not None:
+            raise error
+        return assembly.response(_provider_sent_usage(wrapper))
 
 
 DEFAULT_TRANSPORT = LiteLLMTransport()

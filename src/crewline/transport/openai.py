@@ -13,7 +13,9 @@ every record itself), so for those crewline talks to the SDK directly.
 * Failures become ``ProviderError`` through the very classification the litellm path
   uses (``crewline.transport.litellm.provider_error``): same kinds, ``retryable``, ``sent``.
 * The reply is read by the same ``_read`` as litellm's, so usage is handed through the
-  same way (no usage block: ``usage_reported=False``).
+  same way (no usage block: ``usage_reported=False``). A streamed reply is put together by
+  the same ``_Assembly``; the SDK never makes a usage chunk up, so the usage it yields is
+  the provider's own, or none.
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal
 
-from crewline.transport.litellm import ChatResponse, _read, provider_error
+from crewline.errors import ProviderError
+from crewline.transport.litellm import ChatResponse, _Assembly, _read, provider_error
 
 if TYPE_CHECKING:
     import asyncio
@@ -135,6 +138,73 @@ class OpenAITransport:
         else:
             return _read(response, model=request["model"])
         raise error  # outside the except block: the SDK's exception (and key) is not chained
+
+    def stream(self, request: dict[str, Any], on_delta: Callable[[str], None]) -> ChatResponse:
+        """``create(stream=True)``, each text delta to ``on_delta`` as it comes; a stream
+        left early (``on_delta`` raised) is closed, so the provider sees the client go."""
+        error: ProviderError | None = None
+        try:
+            chunks = self._sync_client().chat.completions.create(**_arguments(request))
+        except Exception as exc:
+            error = provider_error(exc, model=request["model"], secret=request.get("api_key"))
+        if error is not None:
+            raise error
+        assembly, finished = _Assembly(), False
+        try:
+            iterator = iter(chunks)
+            while True:
+                try:
+                    chunk = next(iterator)
+                except StopIteration:
+                    break
+                except Exception as exc:
+                    error = provider_error(exc, model=request["model"],
+                                           secret=request.get("api_key"))
+                    break
+                text = assembly.add(chunk)
+                if text:
+                    on_delta(text)
+            finished = error is None
+        finally:
+            if not finished:
+                chunks.close()
+        if error is not None:
+            raise error
+        return assembly.response(True)
+
+    async def astream(self, request: dict[str, Any],
+                      on_delta: Callable[[str], Awaitable[None]]) -> ChatResponse:
+        """``create(stream=True)`` on the loop's client; cancelling it closes the stream."""
+        error: ProviderError | None = None
+        try:
+            client = self._async_client()
+            chunks = await client.chat.completions.create(**_arguments(request))
+        except Exception as exc:
+            error = provider_error(exc, model=request["model"], secret=request.get("api_key"))
+        if error is not None:
+            raise error
+        assembly, finished = _Assembly(), False
+        try:
+            iterator = aiter(chunks)
+            while True:
+                try:
+                    chunk = await anext(iterator)
+                except StopAsyncIteration:
+                    break
+                except Exception as exc:
+                    error = provider_error(exc, model=request["model"],
+                                           secret=request.get("api_key"))
+                    break
+                text = assembly.add(chunk)
+                if text:
+                    await on_delta(text)
+            finished = error is None
+        finally:
+            if not finished:
+                await chunks.close()
+        if error is not None:
+            raise error
+        return assembly.response(True)
 
 
 _per_llm: dict[int, OpenAITransport] = {}

@@ -1,0 +1,114 @@
+"""Streaming: time to first token and 200 concurrent streams, against bare litellm.
+
+TTFT: from the call to the first piece of text, ``crew.astream`` (a one-task crew, the
+first ``TextDelta``) vs ``litellm.acompletion(..., stream=True)`` (the first content chunk),
+alternating, same messages size, medians over ``--rounds``. Makespan: ``--n`` streams at
+once (20 words, ``--gap`` seconds apart) under ``asyncio.gather``, each side consuming
+every chunk; crewline's usage is checked against the server's count.
+
+The fake server runs on a thread of this process (both sides share that cost).
+
+    LITELLM_LOCAL_MODEL_COST_MAP=True python bench/streaming.py --rounds 30 --n 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+from crewline import LLM, Agent, Crew, Task
+from crewline.events import TextDelta
+from crewline.testing import FakeLLMServer
+from crewline.transport.litellm import litellm_module
+
+MODEL = "openai/gpt-4o-mini"
+WORDS = " ".join(f"w{i}" for i in range(20))
+
+
+def _crew(base_url: str) -> Crew:
+    llm = LLM(model=MODEL, base_url=base_url, api_key="sk-bench")
+    agent = Agent(role="Writer", goal="write", llm=llm)
+    return Crew(agents=[agent], tasks=[Task(description="[[{m}]] Write {i}.",
+                                            expected_output="x", agent=agent)])
+
+
+async def _bare_one(base_url: str, i: int) -> float:
+    litellm = litellm_module()
+    t0 = time.perf_counter()
+    first = 0.0
+    stream = await litellm.acompletion(
+        model=MODEL, api_base=base_url, api_key="sk-bench", max_retries=0, stream=True,
+        stream_options={"include_usage": True},
+        messages=[{"role": "system", "content": "You are Writer."},
+                  {"role": "user", "content": f"Current task: [[bare]] Write {i}."}])
+    async for chunk in stream:
+        if not first and chunk.choices and chunk.choices[0].delta.content:
+            first = time.perf_counter() - t0
+    return first
+
+
+async def _crew_one(crew: Crew, i: int) -> float:
+    t0 = time.perf_counter()
+    first = 0.0
+    async with crew.astream(inputs={"m": "crew", "i": i}) as stream:
+        async for event in stream:
+            if not first and isinstance(event, TextDelta):
+                first = time.perf_counter() - t0
+    _ = stream.result
+    return first
+
+
+async def main(rounds: int, n: int, gap: float) -> dict[str, float]:
+    litellm_module()
+    with FakeLLMServer() as server:
+        server.add_rule(None, WORDS)
+        crew = _crew(server.base_url)
+        for i in range(3):  # warm both paths
+            await _bare_one(server.base_url, i)
+            await _crew_one(crew, i)
+        bare, mine = [], []
+        for i in range(rounds):
+            bare.append(await _bare_one(server.base_url, i))
+            mine.append(await _crew_one(crew, i))
+        server.stream_gap = gap
+        spans: dict[str, list[float]] = {"bare": [], "crewline": []}
+        for _ in range(3):
+            server.reset()
+            server.add_rule(None, WORDS)
+            t0 = time.perf_counter()
+            await asyncio.gather(*(_bare_one(server.base_url, i) for i in range(n)))
+            spans["bare"].append(time.perf_counter() - t0)
+            server.reset()
+            server.add_rule(None, WORDS)
+            t0 = time.perf_counter()
+            await asyncio.gather(*(_crew_one(crew, i) for i in range(n)))
+            spans["crewline"].append(time.perf_counter() - t0)
+            assert server.totals().requests == n
+    return {"ttft_bare_ms": statistics.median(bare) * 1000,
+            "ttft_crewline_ms": statistics.median(mine) * 1000,
+            "makespan_bare_s": min(spans["bare"]), "makespan_crewline_s": min(spans["crewline"])}
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--n", type=int, default=200)
+    parser.add_argument("--gap", type=float, default=0.005)
+    args = parser.parse_args()
+    result = asyncio.run(main(args.rounds, args.n, args.gap))
+    print(json.dumps(result))
+    mine, bare = result["ttft_crewline_ms"], result["ttft_bare_ms"]
+    print(f"TTFT: crewline {mine:.2f} ms vs bare {bare:.2f} ms "
+          f"(+{mine - bare:.2f} ms, target <= 1 ms)")
+    span, base = result["makespan_crewline_s"], result["makespan_bare_s"]
+    print(f"{args.n} streams: crewline {span:.2f} s vs bare {base:.2f} s "
+          f"({span / base:.3f}x, target <= 1.05x)")
