@@ -263,3 +263,14 @@ def test_a_full_kickoff_on_the_direct_path_never_imports_litellm() -> None:
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["litellm"] == []
     assert Decimal(result["cost"]) > 0 and result["requests"] == [3, 2]
+
+
+def test_choosing_litellm_by_name_still_asks_litellm_about_structured_output() -> None:
+    """``transport="litellm"`` is not a custom transport: whether the model takes a JSON
+    schema is litellm's answer, as with the default, not assumed."""
+    from crewline._core.conversion import _supports_schema
+
+    for model in ("anthropic/claude-2.1", "ollama/llama2"):
+        assert _supports_schema(LLM(model=model, transport="litellm")) \
+            is _supports_schema(LLM(model=model)) is False
+    assert _supports_schema(LLM(model="openai/custom-model", transport="openai"))
