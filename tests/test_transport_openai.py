@@ -274,3 +274,19 @@ def test_choosing_litellm_by_name_still_asks_litellm_about_structured_output() -
         assert _supports_schema(LLM(model=model, transport="litellm")) \
             is _supports_schema(LLM(model=model)) is False
     assert _supports_schema(LLM(model="openai/custom-model", transport="openai"))
+
+
+def test_crewline_price_table_replaces_the_shipped_table(tmp_path: Path) -> None:
+    table = tmp_path / "prices.json"
+    table.write_text(json.dumps({"my-model": {"input_cost_per_token": 1e-06,
+                                              "output_cost_per_token": 3e-06,
+                                              "litellm_provider": "openai"}}))
+    code = ("from crewline import LLM; from crewline._accounting.pricing import price_of; "
+            "p = price_of(LLM(model='openai/my-model')); "
+            "q = price_of(LLM(model='openai/gpt-4o-mini')); print(p.input, p.output, q.known)")
+    env = {**os.environ, "PYTHONPATH": SRC, "CREWLINE_PRICE_TABLE": str(table)}
+    env.pop("CREWLINE_TRANSPORT", None)
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0.000001", "0.000003", "False"]
