@@ -37,6 +37,7 @@ LITELLM_DEPENDENT = [
     "tests/test_litellm_facts.py", "tests/test_transport_openai.py",
     "tests/test_fake_server.py", "tests/test_hardening_provider.py", "tests/test_retries.py",
     "tests/test_usage_exact.py", "tests/test_budget_runs.py", "tests/test_secrets.py",
+    "tests/test_streaming.py",
 ]
 """What depends on litellm's release: its facts, errors, retries, streaming, prices."""
 
