@@ -27,7 +27,7 @@ _FENCE = re.compile(r"^\s*```(?:json|JSON)?\s*\n(.*?)\n\s*```\s*$", re.DOTALL)
 
 
 def _supports_schema(llm: LLM) -> bool:
-    if llm.transport is not None or llm.model.startswith("openai/"):
+    if not llm.uses_litellm() or llm.model.startswith("openai/"):
         return True
     from crewline.transport.litellm import litellm_module
 

@@ -26,19 +26,20 @@ from typing import TYPE_CHECKING, Any
 
 from crewline import events
 from crewline._accounting.policy import Holds, RequestPolicy
-from crewline._accounting.pricing import Price, price_of
+from crewline._accounting.pricing import Price, count_prompt_tokens, price_of
 from crewline._accounting.usage import Outcome, Purpose, UsageRecord, UsageScope, current_scope
 from crewline._core.effects import Reserve, Send, Settle, Sleep, Step
 from crewline.budget.amount import Amount
 from crewline.errors import BudgetExceededError, DefinitionError, ProviderError
 from crewline.log import get_logger
-from crewline.transport.litellm import DEFAULT_TRANSPORT, ChatResponse, litellm_module
+from crewline.transport import openai as direct
+from crewline.transport.litellm import DEFAULT_TRANSPORT, ChatResponse, Transport
 
 if TYPE_CHECKING:
     from crewline._accounting.ratelimit import RateLimiter
     from crewline._definitions.llm import LLM
 
-__all__ = ["build_request", "llm_call", "trusted_usage", "worst_case"]
+__all__ = ["build_request", "llm_call", "transport_for", "trusted_usage", "worst_case"]
 
 _MAX_BACKOFF = 60.0
 _MAX_TRUSTED_TOKENS = 100_000_000
@@ -68,10 +69,20 @@ def build_request(llm: LLM, messages: list[dict[str, Any]], *,
     return request
 
 
+def transport_for(llm: LLM) -> Transport:
+    """Where ``llm``'s requests go: its own transport object, else the direct openai-SDK
+    transport (one per ``LLM``) where it applies, else litellm."""
+    chosen = llm.transport
+    if chosen is not None and not isinstance(chosen, str):
+        return chosen
+    if llm.uses_litellm():
+        return DEFAULT_TRANSPORT
+    return direct.for_llm(llm)
+
+
 def _count_prompt(llm: LLM, request: dict[str, Any]) -> int:
-    litellm = litellm_module()
-    return int(litellm.token_counter(model=llm.model, messages=request["messages"],
-                                     tools=request.get("tools")))
+    return count_prompt_tokens(llm.model, request["messages"], request.get("tools"),
+                               with_litellm=llm.uses_litellm())
 
 
 def worst_case(llm: LLM, request: dict[str, Any], price: Price) -> Amount:
@@ -201,7 +212,7 @@ def _text_sink(scope: UsageScope, purpose: Purpose) -> Callable[[str], None]:
 def _try(scope: UsageScope, llm: LLM, purpose: Purpose, price: Price, policy: RequestPolicy,
          request: dict[str, Any]) -> Step[ChatResponse]:
     """One try: hold, send, record, settle."""
-    transport = llm.transport or DEFAULT_TRANSPORT
+    transport = transport_for(llm)
     on_delta = _text_sink(scope, purpose) if request.get("stream") else None
     holds = yield from _hold(policy, llm, request, price, scope.run_id)
     with _closing(holds):

@@ -19,6 +19,7 @@ from pydantic import (
 )
 
 from crewline._definitions.base import RateLimitedDefinition
+from crewline.transport.openai import TransportChoice, uses_direct
 
 if TYPE_CHECKING:
     from crewline.transport.litellm import Transport
@@ -64,8 +65,11 @@ class LLM(RateLimitedDefinition):
     output_cost_per_token: Decimal | None = None
     reserve_output_tokens: int = Field(default=4096, gt=0)
     """Output a budget reservation assumes when ``max_tokens`` is not set."""
-    transport: Transport | None = Field(default=None, exclude=True, repr=False)
-    """Where requests go; ``None`` means litellm. Tests pass ``crewline.testing`` models."""
+    transport: Transport | TransportChoice | None = Field(default=None, exclude=True, repr=False)
+    """Where requests go. ``None`` or ``"auto"``: the direct openai-SDK transport for
+    ``openai/...`` models (any OpenAI-compatible ``base_url``), litellm for the rest;
+    ``"litellm"``: litellm for everything; ``"openai"``: the direct transport whatever the
+    name; or a ``Transport`` object (tests pass ``crewline.testing`` models)."""
 
     @field_validator("input_cost_per_token", "output_cost_per_token", mode="before")
     @classmethod
@@ -82,12 +86,22 @@ class LLM(RateLimitedDefinition):
         """Refuse (``DefinitionError``) a model litellm cannot route, before any request.
 
         Not checked at construction: asking litellm means importing it (seconds), and a
-        definition is often built at import time. A custom ``transport`` routes itself.
+        definition is often built at import time. A custom ``transport`` routes itself, and
+        the direct transport sends the name as given to a server that speaks the API.
         """
-        if self.transport is None:
+        if self.uses_litellm():
             from crewline.transport.litellm import check_route
 
             check_route(self.model, self.base_url)
+
+    def uses_litellm(self) -> bool:
+        """Whether this LLM's requests go through litellm (which must then be imported)."""
+        choice = self.transport
+        if choice is None:
+            return not uses_direct(self.model, "auto")
+        if isinstance(choice, str):
+            return not uses_direct(self.model, choice)
+        return False
 
 
 def _rebuild() -> None:
