@@ -24,7 +24,7 @@ import os
 import threading
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from crewline.errors import ProviderError
 from crewline.transport.litellm import ChatResponse, _Assembly, _read, provider_error
@@ -33,8 +33,7 @@ if TYPE_CHECKING:
     import asyncio
 
     import openai
-
-    from crewline._definitions.llm import LLM
+    from pydantic import SecretStr
 
 __all__ = ["OpenAITransport", "TransportChoice", "direct_model_name", "uses_direct"]
 
@@ -217,7 +216,17 @@ def _forget(key: int) -> Callable[[], None]:
     return drop
 
 
-def for_llm(llm: LLM) -> OpenAITransport:
+class Endpoint(Protocol):
+    """What the direct transport reads of an ``LLM`` (typed here so that this layer, below
+    the definitions, does not import them)."""
+
+    @property
+    def base_url(self) -> str | None: ...
+    @property
+    def api_key(self) -> SecretStr | None: ...
+
+
+def for_llm(llm: Endpoint) -> OpenAITransport:
     """The direct transport of ``llm``: one per ``LLM`` object, dropped with it.
 
     Keyed by identity (an ``LLM`` is frozen, so its endpoint and key never change), which
