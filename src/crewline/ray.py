@@ -37,8 +37,11 @@ from contextvars import ContextVar
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import ray
-import ray.exceptions
+try:
+    import ray
+    import ray.exceptions
+except ImportError as missing:  # pragma: no cover - depends on the environment
+    raise ImportError("crewline.ray needs Ray: pip install 'crewline[ray]'") from missing
 import structlog
 
 from crewline import events
