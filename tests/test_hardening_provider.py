@@ -174,3 +174,17 @@ def test_an_unroutable_model_of_a_later_task_fails_the_kickoff_before_any_reques
         with pytest.raises(DefinitionError, match="my-local-model"):
             kickoff()
     assert server.served == []  # the first task's request was never sent
+
+
+def test_an_unroutable_coworker_model_fails_the_kickoff_before_any_request(
+        server: FakeLLMServer) -> None:
+    from crewline import Process
+
+    good = LLM(model="openai/gpt-4o-mini", base_url=server.base_url, api_key=KEY)
+    bad = LLM(model="my-local-model", base_url=server.base_url, api_key=KEY)
+    writer = Agent(role="Writer", llm=bad)
+    crew = Crew(agents=[writer], tasks=[Task(description="one")],
+                process=Process.hierarchical, manager_llm=good)
+    with pytest.raises(DefinitionError, match="my-local-model"):
+        crew.kickoff()
+    assert server.served == []  # the manager's request was never sent

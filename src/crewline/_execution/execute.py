@@ -92,7 +92,7 @@ async def _background_async(run: Run, task: PreparedTask,
 
 async def execute_async(run: Run) -> CrewOutput:
     """Run to completion on the running event loop (``Crew.kickoff_async``)."""
-    if not litellm_imported() and any(t.llm.uses_litellm() for t in run.tasks):
+    if not litellm_imported() and any(llm.uses_litellm() for llm in run.llms()):
         await run_sync(litellm_module)  # seconds of import, kept off the event loop
     try:
         run.check_routes()

@@ -32,6 +32,7 @@ from crewline.errors import CrewlineError
 from crewline.log import get_logger
 
 if TYPE_CHECKING:
+    from crewline._definitions.llm import LLM
     from crewline.budget import Budget
 
 __all__ = ["Run"]
@@ -79,10 +80,20 @@ class Run:
         with self._lock:
             self._plans = plans
 
+    def llms(self) -> tuple[LLM, ...]:
+        """Every model this run may call: the tasks', the coworkers' and the planner's."""
+        found = {id(t.llm): t.llm for t in self.tasks}
+        for task in self.tasks:
+            for coworker in task.delegation.coworkers if task.delegation else ():
+                found.setdefault(id(coworker.llm), coworker.llm)
+        if self.plan.planning_llm is not None:
+            found.setdefault(id(self.plan.planning_llm), self.plan.planning_llm)
+        return tuple(found.values())
+
     def check_routes(self) -> None:
-        """Refuse, before anything is sent, a model litellm cannot route (every task's,
-        not only the first one's)."""
-        for llm in {id(t.llm): t.llm for t in self.tasks}.values():
+        """Refuse, before anything is sent, a model litellm cannot route (every model the
+        run may call, not only the first task's)."""
+        for llm in self.llms():
             llm.check_route()
 
     def step(self, task: PreparedTask) -> Step[TaskOutput]:
