@@ -290,3 +290,15 @@ def test_crewline_price_table_replaces_the_shipped_table(tmp_path: Path) -> None
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["0.000001", "0.000003", "False"]
+
+
+def test_tracing_on_the_direct_path_does_not_import_litellm_either() -> None:
+    traced = ("import crewline.otel\n"
+              "from opentelemetry.sdk.trace import TracerProvider\n"
+              "crewline.otel.instrument(TracerProvider())\n") + _NO_LITELLM
+    env = {k: v for k, v in os.environ.items() if k != "CREWLINE_TRANSPORT"}
+    env["PYTHONPATH"] = SRC
+    done = subprocess.run([sys.executable, "-c", traced], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1])["litellm"] == []

@@ -74,7 +74,14 @@ _open: ContextVar[tuple[_Open, ...]] = ContextVar("crewline_otel_open", default=
 
 @functools.lru_cache(maxsize=256)
 def _route(model: str) -> tuple[str, str]:
-    """(provider name per the GenAI conventions, the model name sent on the wire)."""
+    """(provider name per the GenAI conventions, the model name sent on the wire).
+
+    ``openai/...`` is answered without litellm (the direct path never imports it); other
+    models ask litellm, which their requests import anyway."""
+    from crewline.transport.openai import direct_model_name
+
+    if model.startswith("openai/"):
+        return "openai", direct_model_name(model)
     try:
         from crewline.transport.litellm import litellm_module
 
