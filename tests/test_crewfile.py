@@ -412,3 +412,17 @@ def test_default_base_url_and_key_go_to_every_llm_without_its_own(tmp_path: Path
     assert shared.api_key is not None and shared.api_key.get_secret_value() == "sk-default"
     assert own.base_url == "http://own:1/v1"
     assert own.api_key is not None and own.api_key.get_secret_value() == "sk-own"
+
+
+def test_an_llm_names_its_transport(tmp_path: Path) -> None:
+    path = write(tmp_path, edit(BASE, "    role: Writer", "    role: Writer\n"
+                                "    llm:\n      model: openai/gpt-4o-mini\n"
+                                "      transport: litellm"))
+    crew = Crew.from_yaml(path)
+    assert crew.agents[1].llm is not None and crew.agents[1].llm.transport == "litellm"
+    bad = write(tmp_path, edit(BASE, "    role: Writer", "    role: Writer\n"
+                               "    llm:\n      model: openai/gpt-4o-mini\n"
+                               "      transport: grpc"))
+    with pytest.raises(DefinitionError, match=r"agents\.writer\.llm\.transport: unknown "
+                                              r"transport 'grpc' \(allowed: auto, litellm"):
+        Crew.from_yaml(bad)

@@ -53,7 +53,9 @@ TOP_KEYS = ("name", "process", "llm", "agents", "tasks", "budget", "max_rpm", "m
             "manager_llm", "planning", "planning_llm", "max_delegation_depth")
 LLM_KEYS = ("model", "base_url", "api_key", "api_key_env", "temperature", "max_tokens",
             "timeout", "num_retries", "retry_backoff", "input_cost_per_token",
-            "output_cost_per_token", "reserve_output_tokens", "max_rpm", "max_tpm")
+            "output_cost_per_token", "reserve_output_tokens", "max_rpm", "max_tpm",
+            "transport")
+_TRANSPORTS = ("auto", "litellm", "openai")
 AGENT_KEYS = ("role", "goal", "backstory", "llm", "tools", "max_iter", "allow_delegation")
 TASK_KEYS = ("description", "expected_output", "agent", "context", "async_execution",
              "guardrail", "guardrails", "guardrail_max_retries", "output_pydantic",
@@ -333,6 +335,12 @@ class _CrewReader:
                 config["api_key"] = os.environ[variable]
             elif key in ("temperature", "timeout", "retry_backoff"):
                 config[key] = self.number(item, where)
+            elif key == "transport":
+                choice = self.string(item, where)
+                if choice not in _TRANSPORTS:
+                    self.fail(where, f"unknown transport {choice!r} (allowed: "
+                                     f"{', '.join(_TRANSPORTS)})")
+                config[key] = choice
             elif key in _PRICE_KEYS:
                 config[key] = self.decimal(item, where)
             else:
