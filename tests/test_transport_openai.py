@@ -40,6 +40,7 @@ def _llm(server: FakeLLMServer, transport: str, **kw: Any) -> LLM:
 def test_auto_picks_the_direct_transport_for_openai_models_only(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CREWLINE_TRANSPORT", raising=False)
+    monkeypatch.setattr("crewline.transport.openai._fast_sdk", lambda: True)
     direct = LLM(model="openai/gpt-4o-mini", base_url="http://127.0.0.1:9/v1")
     assert isinstance(transport_for(direct), OpenAITransport)
     assert transport_for(direct) is transport_for(direct)  # one per LLM object
@@ -51,6 +52,24 @@ def test_auto_picks_the_direct_transport_for_openai_models_only(
         is DEFAULT_TRANSPORT
     assert isinstance(transport_for(LLM(model="my-local-model", transport="openai")),
                       OpenAITransport)
+
+
+def test_auto_keeps_litellm_when_the_openai_sdk_is_the_slower_one(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CREWLINE_TRANSPORT", raising=False)
+    monkeypatch.setattr("crewline.transport.openai._fast_sdk", lambda: False)  # openai 2
+    assert transport_for(LLM(model="openai/gpt-4o-mini")) is DEFAULT_TRANSPORT
+    assert isinstance(transport_for(LLM(model="openai/x", transport="openai")),
+                      OpenAITransport)
+
+
+def test_the_sdk_rule_reads_the_installed_major_version() -> None:
+    from importlib import metadata
+
+    from crewline.transport.openai import _fast_sdk
+
+    major = int(metadata.version("openai").split(".")[0])
+    assert _fast_sdk() is (major >= 3)
 
 
 def test_crewline_transport_litellm_in_the_environment_turns_auto_into_litellm(
@@ -241,7 +260,8 @@ _NO_LITELLM = textwrap.dedent("""
     with FakeLLMServer() as server:
         server.add_rule("[[tool]]", Reply(tool_calls=[ToolCall("add", {"a": 1, "b": 2})]),
                         "three", times=2)
-        llm = LLM(model="openai/gpt-4o-mini", base_url=server.base_url, api_key="sk-test")
+        llm = LLM(model="openai/gpt-4o-mini", base_url=server.base_url, api_key="sk-test",
+                  transport="openai")
         agent = Agent(role="A", llm=llm, tools=[add])
         crew = Crew(agents=[agent], budget=Budget(name="b", max_cost=Decimal("1")),
                     tasks=[Task(description="[[tool]] add", agent=agent),
@@ -282,8 +302,9 @@ def test_crewline_price_table_replaces_the_shipped_table(tmp_path: Path) -> None
                                               "output_cost_per_token": 3e-06,
                                               "litellm_provider": "openai"}}))
     code = ("from crewline import LLM; from crewline._accounting.pricing import price_of; "
-            "p = price_of(LLM(model='openai/my-model')); "
-            "q = price_of(LLM(model='openai/gpt-4o-mini')); print(p.input, p.output, q.known)")
+            "p = price_of(LLM(model='openai/my-model', transport='openai')); "
+            "q = price_of(LLM(model='openai/gpt-4o-mini', transport='openai')); "
+            "print(p.input, p.output, q.known)")
     env = {**os.environ, "PYTHONPATH": SRC, "CREWLINE_PRICE_TABLE": str(table)}
     env.pop("CREWLINE_TRANSPORT", None)
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
