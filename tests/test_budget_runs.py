@@ -242,7 +242,10 @@ def test_cancelled_batch_carries_its_spend(server: FakeLLMServer) -> None:
     async def main() -> None:
         batch = asyncio.create_task(crew.kickoff_for_each_async(
             [{"m": "fast0"}, {"m": "slow1"}], max_concurrency=1))
-        while server.totals(marker="fast0").requests == 0:  # noqa: ASYNC110
+        # slow1's request is in flight only once fast0's run has ended (max_concurrency=1),
+        # so fast0's request is on record as served by then, not cut off on its way back.
+        while not (server.totals(marker="fast0").requests == 1  # noqa: ASYNC110
+                   and server.in_flight == 1):
             await asyncio.sleep(0.01)
         batch.cancel()
         with pytest.raises(asyncio.CancelledError) as info:
