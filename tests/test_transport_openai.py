@@ -167,6 +167,7 @@ def test_the_same_crew_leaves_the_same_records_on_both_transports(
         streamed = mode.endswith("stream")
         crew = _scenario(server, transport, garbled=not streamed)
         out = _kickoff(crew, mode)
+        server.wait_idle()  # a stream is on the server's record once its handler has ended
         seen[transport] = _fields(out.usage_records)
         assert {s.stream for s in server.served} == {streamed}
         served = server.totals()
