@@ -473,23 +473,33 @@ class FakeLLMServer:
 
     async def _send_stream(self, request: web.Request, answer: _Answer, epoch: int
                            ) -> web.StreamResponse:
-        """Write the events one by one; a client that leaves is billed what it was sent."""
+        """Write the events one by one; a client that leaves is billed what it was sent.
+
+        The stream is on record before its last event (``[DONE]``) goes out, so a client
+        that has read it to the end always finds it in ``served`` and ``totals()``."""
         assert answer.chunks is not None
         response = web.StreamResponse(status=200, headers={"Cache-Control": "no-cache"})
         response.content_type = answer.content_type
         sent_tokens = 0
+        recorded = False
+        last = len(answer.chunks) - 1
         try:
             await response.prepare(request)
             for n, (data, tokens) in enumerate(answer.chunks):
                 if n and answer.gap > 0:
                     await asyncio.sleep(answer.gap)
+                if n == last:
+                    self._record(answer.served, epoch)
+                    recorded = True
                 await response.write(data)
                 sent_tokens += tokens
             await response.write_eof()
         except (asyncio.CancelledError, ConnectionError):
-            self._record(_cut_off(answer.served, sent_tokens), epoch)
+            if not recorded:
+                self._record(_cut_off(answer.served, sent_tokens), epoch)
             raise
-        self._record(answer.served, epoch)
+        if not recorded:
+            self._record(answer.served, epoch)
         return response
 
     def serve_locally(self, raw: bytes) -> tuple[Served, float, bytes, Mapping[str, str]]:
