@@ -5,12 +5,12 @@ Feature: Three ways to run a crew, one engine
   its own type that carries what was spent.
 
   Scenario: Two hundred crews under kickoff_async really run at once
-    Given the server answers every request after 100 ms
+    Given the server answers every request after 1000 ms
     And a crew of one task marked with the crew's number
     When 200 kickoffs of it are gathered with kickoff_async
     Then every kickoff's usage equals the server's count for its marker
     And the server had more than 150 requests in flight at once
-    But the same 200 kickoffs as asyncio.to_thread(kickoff) never had more than 32 in flight
+    But the same 200 kickoffs as asyncio.to_thread(kickoff), answered after 100 ms, never had more than 32 in flight
 
   Scenario: crewline leaves litellm's callback lists exactly as the user set them
     Given threads switch every microsecond

@@ -84,7 +84,7 @@ def test_thirty_two_crews_five_rounds_leave_litellm_alone(fast_switching: None) 
 
 def test_kickoff_async_is_really_concurrent() -> None:
     async def main() -> int:
-        async with FakeLLMServer(latency=0.1) as server:
+        async with FakeLLMServer(latency=0.5) as server:
             crew = _crew(server.base_url)
             outs = await asyncio.gather(*(crew.kickoff_async({"i": i}) for i in range(200)))
             assert sum(o.usage.requests for o in outs) == server.totals().requests == 600

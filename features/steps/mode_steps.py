@@ -55,10 +55,11 @@ def then_peak_above(context: Any, n: int) -> None:
     assert peak > n, f"only {peak} requests were ever in flight at once"
 
 
-@then("the same {n:d} kickoffs as asyncio.to_thread(kickoff) never had more than {cap:d} "
-      "in flight")
-def then_to_thread_control(context: Any, n: int, cap: int) -> None:
+@then("the same {n:d} kickoffs as asyncio.to_thread(kickoff), answered after {ms:d} ms, never "
+      "had more than {cap:d} in flight")
+def then_to_thread_control(context: Any, n: int, ms: int, cap: int) -> None:
     context.server.reset()
+    context.server.latency = ms / 1000
     outs = gather(asyncio.to_thread(context.crew.kickoff, {"i": i}) for i in range(n))
     assert len(outs) == n
     peak = context.server.peak_in_flight
