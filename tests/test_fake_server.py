@@ -546,6 +546,37 @@ def test_litellm_stream_reports_usage_in_the_last_chunk(
     assert server.served[0].stream and server.totals().total_tokens == 25
 
 
+def test_a_stream_set_to_break_off_drops_the_connection_and_bills_what_it_sent(
+    server: FakeLLMServer,
+) -> None:
+    server.add_rule(None, Reply(content="w0 w1 w2 w3 w4", stream_break_after=3))
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "x"}],
+                       "stream": True, "stream_options": {"include_usage": True}}).encode()
+
+    async def read() -> tuple[bytes, type[BaseException] | None]:
+        received = b""
+        url = f"{server.base_url}/chat/completions"
+        async with aiohttp.ClientSession() as session, session.post(url, data=body) as reply:
+            try:
+                async for piece in reply.content.iter_any():
+                    received += piece
+            except aiohttp.ClientPayloadError as exc:
+                return received, type(exc)
+        return received, None
+
+    received, error = asyncio.run(read())
+    assert error is aiohttp.ClientPayloadError  # the body was never finished
+    events = [json.loads(line[6:]) for line in received.decode().splitlines()
+              if line.startswith("data: {")]
+    text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events)
+    assert text == "w0 w1 w2" and b"[DONE]" not in received
+    assert not any("usage" in e for e in events)
+    [served] = server.served
+    assert (served.status, served.completion_tokens, served.usage_sent) == (502, 3, False)
+    with pytest.raises(ValueError, match="stream_break_after"):
+        Reply(stream_break_after=-1)
+
+
 def test_module_runs_as_a_process_and_prints_its_url() -> None:
     env = {
         **os.environ,

@@ -385,6 +385,80 @@ def test_a_stream_without_a_usage_chunk_is_unpriced_and_charged_the_full_hold(
     assert budget.reserved().cost == 0
 
 
+def _broken_then_whole(server: FakeLLMServer) -> Crew:
+    """The first try's stream breaks off after two words; the retry streams in full."""
+    server.add_rule(None, Reply(content="one two three four five", stream_break_after=2),
+                    times=1)
+    server.add_rule(None, "alpha beta gamma")
+    agent = Agent(role="Writer", goal="write",
+                  llm=_llm(server, max_tokens=50, num_retries=2, retry_backoff=0.01))
+    return Crew(agents=[agent], tasks=[Task(name="only", description="[[broken]] go",
+                                            expected_output="x", agent=agent)])
+
+
+def _check_broken_then_whole(server: FakeLLMServer, budget: Budget, out: Any,
+                             seen: list[Event]) -> None:
+    text: dict[int, str] = defaultdict(str)
+    for event in seen:
+        if isinstance(event, TextDelta):
+            assert (event.task, event.attempt, event.purpose) == ("only", 1, "agent")
+            text[event.retry] += event.text
+    # The broken try's text and the retry's are told apart; the last is the output.
+    assert dict(text) == {0: "one two", 1: "alpha beta gamma"} and out.raw == text[1]
+    assert server.wait_idle()
+    broken, whole = server.served
+    assert (broken.status, broken.completion_tokens, whole.status) == (502, 2, 200)
+    first, second = out.usage_records
+    # The provider billed the broken stream; nobody reported what: on record, unpriced.
+    assert (first.outcome, first.priced, second.outcome, second.priced) == (
+        "error", False, "ok", True)
+    assert (second.prompt_tokens, second.completion_tokens) == (
+        whole.prompt_tokens, whole.completion_tokens)
+    spent, held = budget.spent(), budget.reserved()
+    assert spent.cost >= _billed(broken) + _billed(whole) and spent.requests == 2
+    assert held.cost == 0 and held.requests == 0
+
+
+def test_a_stream_broken_off_and_retried_tells_its_tries_apart_and_pays_both(
+        server: FakeLLMServer) -> None:
+    budget = Budget(max_cost="1", period="day", name="broken")
+    crew = _broken_then_whole(server)
+    with crew.stream(budget=budget) as stream:
+        seen = list(stream)
+    _check_broken_then_whole(server, budget, stream.result, seen)
+
+
+def test_an_async_stream_broken_off_and_retried_tells_its_tries_apart_and_pays_both(
+        server: FakeLLMServer) -> None:
+    budget = Budget(max_cost="1", period="day", name="abroken")
+    crew = _broken_then_whole(server)
+
+    async def main() -> tuple[Any, list[Event]]:
+        async with crew.astream(budget=budget) as stream:
+            seen = [event async for event in stream]
+        return stream.result, seen
+
+    out, seen = asyncio.run(main())
+    _check_broken_then_whole(server, budget, out, seen)
+
+
+def test_a_provider_error_before_any_text_still_releases_the_hold(
+        server: FakeLLMServer) -> None:
+    server.add_rule(None, Reply(status=503, content="busy"), times=1)
+    server.add_rule(None, "fine")
+    budget = Budget(max_cost="1", period="day", name="early-error")
+    agent = Agent(role="Writer", goal="write",
+                  llm=_llm(server, max_tokens=50, num_retries=1, retry_backoff=0.01))
+    crew = Crew(agents=[agent], tasks=[Task(description="[[e]] go", expected_output="x",
+                                            agent=agent)])
+    with crew.stream(budget=budget) as stream:
+        deltas = [e for e in stream if isinstance(e, TextDelta)]
+    first, second = stream.result.usage_records
+    assert (first.outcome, first.priced, first.cost) == ("error", True, 0)
+    assert [d.retry for d in deltas] == [1]  # only the retry streamed text
+    assert budget.spent().cost == second.cost and budget.reserved().cost == 0
+
+
 # -- ScriptedModel -------------------------------------------------------------------------
 
 
@@ -408,6 +482,21 @@ def test_scripted_model_streams_word_by_word_with_its_gap() -> None:
             return [e.text async for e in s if isinstance(e, TextDelta)]
 
     assert asyncio.run(main()) == ["one", " two", " three", " four"]
+
+
+def test_scripted_model_breaks_a_stream_off_like_a_dropped_connection() -> None:
+    model = ScriptedModel(Reply(content="one two three", stream_break_after=1), "four five")
+    llm = LLM(model="scripted", transport=model, num_retries=1, retry_backoff=0.01)
+    agent = Agent(role="Writer", goal="write", llm=llm)
+    crew = Crew(agents=[agent], tasks=[Task(description="go", expected_output="x",
+                                            agent=agent)])
+    with crew.stream() as stream:
+        deltas = [(e.retry, e.text) for e in stream if isinstance(e, TextDelta)]
+    assert deltas == [(0, "one"), (1, "four"), (1, " five")]
+    assert [r.outcome for r in stream.result.usage_records] == ["error", "ok"]
+    broken, whole = model.served
+    assert (broken.status, broken.completion_tokens) == (502, 1)
+    assert stream.result.usage.completion_tokens == whole.completion_tokens
 
 
 # -- the CLI -------------------------------------------------------------------------------
@@ -436,3 +525,28 @@ def test_cli_run_stream_prints_each_agents_text_live_labelled(
     research, write = (s.content for s in server.served)
     assert out.startswith(f"[research · Researcher]\n{research}\n\n[write · Writer]\n{write}\n")
     assert all(s.stream for s in server.served)
+
+
+def test_cli_run_stream_labels_the_retry_of_a_stream_broken_off(
+        server: FakeLLMServer, tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    from crewline._surface.cli import main
+
+    server.add_rule(None, Reply(content="one two three", stream_break_after=2), times=1)
+    server.add_rule(None, "alpha beta")
+    path = tmp_path / "crew.yaml"
+    path.write_text(
+        "llm: {model: openai/gpt-4o-mini, base_url: " + server.base_url + ", api_key: sk-test,"
+        " retry_backoff: 0.01}\n"
+        "agents:\n  writer: {role: Writer}\n"
+        "tasks:\n  write: {description: '[[write]] Write.', agent: writer}\n")
+    logger = logging.getLogger("crewline")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    try:
+        code = main(["run", str(path), "--stream"])
+    finally:
+        logger.handlers[:], logger.level, logger.propagate = saved
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.startswith("[write · Writer]\none two\n\n[write · Writer · retry 1]\nalpha beta\n")

@@ -220,6 +220,11 @@ class TextDelta(Event):
     ``task`` is the task's name, ``agent`` the role, ``attempt`` 1-based and ``purpose`` the
     request's (``agent``, ``conversion``, ...): the deltas of one attempt's agent requests,
     concatenated, are the text of that attempt's replies.
+
+    ``retry`` is 0 for a request's first try. A stream the provider breaks off mid-way is
+    retried from the start, its text coming again with ``retry`` one higher: a consumer
+    showing text live starts that request's text over when ``retry`` changes, and the text
+    of the last retry is the one in the output.
     """
 
     task: str | None
@@ -227,6 +232,7 @@ class TextDelta(Event):
     attempt: int | None
     purpose: str
     text: str
+    retry: int = 0
 
 
 E = TypeVar("E", bound=Event)

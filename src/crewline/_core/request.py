@@ -10,7 +10,11 @@ saw: it is retried or raised, and recorded nowhere.
 Budgets: a reply whose usage can be trusted settles its holds to the actual spend; a reply
 without usage, with usage that cannot be right (negative, absurdly large, no prompt), or a
 try cut off in flight settles at the full hold, since the provider may have billed it; a
-provider error releases the holds.
+provider error releases the holds, unless it broke off a stream that had already sent text:
+the provider billed what it generated, so that try is on record as an error with
+``priced=False`` and settles at the full hold too. Its text reached the consumer as
+``TextDelta`` events stamped with the try's ``retry`` number, so the retry's text is told
+apart from the broken one.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -106,9 +110,11 @@ def trusted_usage(response: ChatResponse) -> bool:
 
 def _record(scope: UsageScope, llm: LLM, purpose: Purpose, price: Price,
             response: ChatResponse | None, outcome: Outcome, started_at: datetime,
-            latency: float) -> UsageRecord:
+            latency: float, *, billed: bool = False) -> UsageRecord:
+    """``billed``: an error the provider still charged for (a stream broken mid-way), at a
+    cost nobody reported, so not priced."""
     prompt = completion = cached = reasoning = 0
-    cost, priced = Decimal(0), price.known and outcome == "error"
+    cost, priced = Decimal(0), price.known and outcome == "error" and not billed
     if response is not None:
         prompt, completion = max(response.prompt_tokens, 0), max(response.completion_tokens, 0)
         cached = max(response.cached_prompt_tokens, 0)
@@ -196,24 +202,31 @@ def _closing(holds: Holds | None) -> Iterator[None]:
         yield
 
 
-def _text_sink(scope: UsageScope, purpose: Purpose) -> Callable[[str], None]:
-    """Where a streamed request's text goes: ``TextDelta`` events stamped with the request's
-    place in the run, so deltas of a rejected attempt or a conversion are told apart."""
-    run_id, task, agent, attempt = scope.run_id, scope.task, scope.agent, scope.attempt
+class _TextSink:
+    """Where a streamed try's text goes: ``TextDelta`` events stamped with the request's
+    place in the run (so deltas of a rejected attempt, a conversion or a retried try are told
+    apart), remembering whether any text arrived."""
 
-    def deliver(text: str) -> None:
+    __slots__ = ("agent", "attempt", "purpose", "retry", "run_id", "task", "texts")
+
+    def __init__(self, scope: UsageScope, purpose: Purpose, retry: int) -> None:
+        self.run_id, self.task, self.agent = scope.run_id, scope.task, scope.agent
+        self.attempt, self.purpose, self.retry = scope.attempt, purpose, retry
+        self.texts = 0
+
+    def __call__(self, text: str) -> None:
+        self.texts += 1
         if events.listening():
-            events.emit(events.TextDelta(run_id=run_id, task=task, agent=agent,
-                                         attempt=attempt, purpose=purpose, text=text))
-
-    return deliver
+            events.emit(events.TextDelta(run_id=self.run_id, task=self.task, agent=self.agent,
+                                         attempt=self.attempt, purpose=self.purpose,
+                                         retry=self.retry, text=text))
 
 
 def _try(scope: UsageScope, llm: LLM, purpose: Purpose, price: Price, policy: RequestPolicy,
-         request: dict[str, Any]) -> Step[ChatResponse]:
+         request: dict[str, Any], retry: int) -> Step[ChatResponse]:
     """One try: hold, send, record, settle."""
     transport = transport_for(llm)
-    on_delta = _text_sink(scope, purpose) if request.get("stream") else None
+    on_delta = _TextSink(scope, purpose, retry) if request.get("stream") else None
     holds = yield from _hold(policy, llm, request, price, scope.run_id)
     with _closing(holds):
         started_at, t0 = datetime.now(UTC), time.perf_counter()
@@ -226,10 +239,11 @@ def _try(scope: UsageScope, llm: LLM, purpose: Purpose, price: Price, policy: Re
             response: ChatResponse = yield Send(transport, request, on_delta)
         except ProviderError as exc:
             record = None
+            broken = on_delta is not None and on_delta.texts > 0  # billed for what it sent
             if exc.sent:
                 record = _record(scope, llm, purpose, price, None, "error", started_at,
-                                 time.perf_counter() - t0)
-            yield from _settle(holds, policy.blocking, None, False)
+                                 time.perf_counter() - t0, billed=broken)
+            yield from _settle(holds, policy.blocking, record if broken else None, False)
             if record is not None and events.listening():
                 events.emit(events.LLMCallFinished(run_id=scope.run_id, record=record,
                                                    error=exc.message, error_type=exc.kind))
@@ -272,10 +286,10 @@ def llm_call(llm: LLM, messages: list[dict[str, Any]], *, policy: RequestPolicy,
     retry = 0
     while True:
         if policy.stream:
-            yield Sleep(0)  # a checkpoint: a closed stream stops here, before holding or sending
+            yield Sleep(0)  # checkpoint: a closed sync stream stops here, before it holds or sends
         yield from _admit(llm, request, limiters)
         try:
-            return (yield from _try(scope, llm, purpose, price, policy, request))
+            return (yield from _try(scope, llm, purpose, price, policy, request, retry))
         except ProviderError as exc:
             if not exc.retryable or retry >= llm.num_retries:
                 raise

@@ -219,7 +219,8 @@ def _run(args: argparse.Namespace) -> int:
 
 def _streamed(crew: Any, inputs: dict[str, Any], budget: Any, progress: Progress) -> Any:
     """Kick off with ``crew.stream``: each reply's text to stdout as it arrives, under a
-    ``[task · agent]`` label whenever the speaker (task, agent, attempt, purpose) changes."""
+    ``[task · agent]`` label whenever the speaker (task, agent, attempt, purpose, retry)
+    changes; a stream the provider broke off and crewline retried is labelled ``retry N``."""
     from crewline.events import TextDelta
 
     speaker: tuple[Any, ...] | None = None
@@ -227,13 +228,15 @@ def _streamed(crew: Any, inputs: dict[str, Any], budget: Any, progress: Progress
         for event in stream:
             if not isinstance(event, TextDelta):
                 continue
-            current = (event.task, event.agent, event.attempt, event.purpose)
+            current = (event.task, event.agent, event.attempt, event.purpose, event.retry)
             if current != speaker:
                 label = f"{event.task} · {event.agent}"
                 if event.attempt and event.attempt > 1:
                     label += f" · attempt {event.attempt}"
                 if event.purpose != "agent":
                     label += f" · {event.purpose}"
+                if event.retry:
+                    label += f" · retry {event.retry}"
                 print(("\n\n" if speaker is not None else "") + f"[{label}]", flush=True)
                 speaker = current
             print(event.text, end="", flush=True)

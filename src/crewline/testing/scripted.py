@@ -4,7 +4,9 @@
 answers with the fake server's own logic (rules, scripted replies, injected failures,
 deterministic word-count usage), so a figure checked against ``model.totals()`` means the
 same as one checked against a ``FakeLLMServer``. It streams as the server does: word by
-word, ``stream_gap`` seconds apart, with a usage chunk unless ``Reply(stream_usage=False)``.
+word, ``stream_gap`` seconds apart, with a usage chunk unless ``Reply(stream_usage=False)``;
+``Reply(stream_break_after=k)`` breaks off after ``k`` words with a retryable
+``ProviderError`` of kind ``"connection"``, as a dropped connection does on the real path.
 """
 
 from __future__ import annotations
@@ -84,16 +86,26 @@ class ScriptedModel:
 
     def _stream_answer(self, request: dict[str, Any]
                        ) -> tuple[float, float, Served, list[dict[str, Any]] | None, bytes,
-                                  dict[str, str]]:
+                                  dict[str, str], bool]:
+        """The answer, its events (up to the break, for one that breaks off) and whether it
+        breaks off."""
         payload = {k: v for k, v in request.items()
                    if k not in ("api_key", "api_base", "max_retries", "timeout")}
         answer = self._core.answer_locally(json.dumps(payload).encode())
         chunks = None
         if answer.chunks is not None:
-            chunks = [json.loads(data[len(b"data: "):]) for data, _ in answer.chunks
+            sent = answer.chunks[:answer.break_at]
+            chunks = [json.loads(data[len(b"data: "):]) for data, _ in sent
                       if data.startswith(b"data: {")]
         return (self.latency + answer.wait, answer.gap, answer.served, chunks, answer.body,
-                dict(answer.headers))
+                dict(answer.headers), answer.break_at is not None)
+
+    @staticmethod
+    def _broken(request: dict[str, Any]) -> ProviderError:
+        model = request["model"]
+        return ProviderError(f"model {model!r}: provider request failed (connection): the "
+                             "stream broke off", model=model, retryable=True,
+                             kind="connection", sent=True)
 
     @staticmethod
     def _pieces(chunks: list[dict[str, Any]]) -> Iterator[str]:
@@ -118,7 +130,7 @@ class ScriptedModel:
 
     def stream(self, request: dict[str, Any], on_delta: Callable[[str], None]) -> ChatResponse:
         """Answer as a stream: each word to ``on_delta``, ``stream_gap`` apart."""
-        wait, gap, served, chunks, body, headers = self._stream_answer(request)
+        wait, gap, served, chunks, body, headers, breaks = self._stream_answer(request)
         if wait > 0:
             time.sleep(wait)
         if chunks is None:
@@ -127,11 +139,13 @@ class ScriptedModel:
             if n and gap > 0:
                 time.sleep(gap)
             on_delta(text)
+        if breaks:
+            raise self._broken(request)
         return self._assembled(served)
 
     async def astream(self, request: dict[str, Any],
                       on_delta: Callable[[str], Awaitable[None]]) -> ChatResponse:
-        wait, gap, served, chunks, body, headers = self._stream_answer(request)
+        wait, gap, served, chunks, body, headers, breaks = self._stream_answer(request)
         if wait > 0:
             await asyncio.sleep(wait)
         if chunks is None:
@@ -140,6 +154,8 @@ class ScriptedModel:
             if n and gap > 0:
                 await asyncio.sleep(gap)
             await on_delta(text)
+        if breaks:
+            raise self._broken(request)
         return self._assembled(served)
 
     def complete(self, request: dict[str, Any]) -> ChatResponse:

@@ -26,6 +26,8 @@ never exceed tiktoken's count of the same messages; budget code relies on that:
   chunk when ``stream_options.include_usage`` asked for one (``Reply(stream_usage=False)``
   plays a provider that never sends it). A stream the client cuts off is recorded with
   status 499 and what a provider bills for it: the prompt and the words sent so far.
+  ``Reply(stream_break_after=k)`` plays a provider whose stream breaks off after ``k`` words
+  (the connection drops, no usage chunk): recorded with status 502, billed the same way.
 
 Without a script answer or a matching rule, the reply is a minimal instance of a requested
 ``json_schema``, ``{}`` for ``json_object``, else ``"Result <digest> for the request."``: it
@@ -54,6 +56,7 @@ __all__ = ["FakeLLMServer", "Reply", "Served", "ServedTotals", "ToolCall"]
 MARKER_PATTERN: Final = re.compile(r"\[\[([A-Za-z0-9_.:\-]+)\]\]")
 _TOKENS_PER_MESSAGE: Final = 3
 _CLIENT_CLOSED: Final = 499
+_STREAM_BROKEN: Final = 502
 _FORMAT_EXAMPLES: Final = {
     "date-time": "2000-01-01T00:00:00Z",
     "date": "2000-01-01",
@@ -102,12 +105,19 @@ class Reply:
     """Seconds between the words of a streamed answer; ``None``: the server's ``stream_gap``."""
     stream_usage: bool = True
     """False: a streamed answer ends without the usage chunk, even when it was asked for."""
+    stream_break_after: int | None = None
+    """A streamed answer that breaks off: the server sends this many words (all of them if
+    there are fewer), then drops the connection without finishing (a provider failing
+    mid-stream). Recorded with status 502, billed the prompt and the words sent."""
 
     def __post_init__(self) -> None:
         if not 100 <= self.status <= 599:
             raise ValueError(f"Reply status must be an HTTP status, got {self.status}")
         if self.stream_gap is not None and self.stream_gap < 0:
             raise ValueError(f"Reply stream_gap must be >= 0 seconds, got {self.stream_gap}")
+        if self.stream_break_after is not None and self.stream_break_after < 0:
+            raise ValueError("Reply stream_break_after must be >= 0 words, got "
+                             f"{self.stream_break_after}")
 
 
 @dataclass(frozen=True)
@@ -209,6 +219,15 @@ class _Answer:
     chunks: tuple[tuple[bytes, int], ...] | None = None
     """A streamed answer: each event with the completion tokens it carries."""
     gap: float = 0.0
+    break_at: int | None = None
+    """A streamed answer that breaks off: the index of the first event never sent."""
+
+    def broken(self) -> Served:
+        """The record of a stream that broke off at ``break_at``: billed what was sent."""
+        assert self.chunks is not None and self.break_at is not None
+        sent = sum(tokens for _, tokens in self.chunks[:self.break_at])
+        return replace(self.served, status=_STREAM_BROKEN, completion_tokens=sent,
+                       cached_prompt_tokens=0, reasoning_tokens=0, usage_sent=False)
 
 
 class FakeLLMServer:
@@ -488,6 +507,12 @@ class FakeLLMServer:
             for n, (data, tokens) in enumerate(answer.chunks):
                 if n and answer.gap > 0:
                     await asyncio.sleep(answer.gap)
+                if n == answer.break_at:
+                    self._record(answer.broken(), epoch)
+                    recorded = True
+                    if request.transport is not None:
+                        request.transport.abort()  # no last chunk: the client sees a broken body
+                    return response
                 if n == last:
                     self._record(answer.served, epoch)
                     recorded = True
@@ -520,7 +545,7 @@ class FakeLLMServer:
         answer = self._answer(index, raw)
         answer = replace(answer, served=replace(answer.served, received_at=now,
                                                 answered_at=now + answer.wait))
-        self._record(answer.served, epoch)
+        self._record(answer.broken() if answer.break_at is not None else answer.served, epoch)
         return answer
 
     async def _handle_totals(self, request: web.Request) -> web.Response:
@@ -595,8 +620,11 @@ class FakeLLMServer:
             served = replace(served, usage_sent=include_usage)
             chunks = _stream_chunks(served, include_usage)
             gap = self._stream_gap if reply.stream_gap is None else reply.stream_gap
+            words = len(re.findall(r"\s*\S+", served.content or ""))
+            break_at = (None if reply.stream_break_after is None
+                        else 1 + min(reply.stream_break_after, words))  # after the role event
             return _Answer(served, b"".join(data for data, _ in chunks), "text/event-stream",
-                           wait=wait, chunks=chunks, gap=gap)
+                           wait=wait, chunks=chunks, gap=gap, break_at=break_at)
         return _Answer(served, json.dumps(_completion_json(served)).encode(), wait=wait)
 
     def _choose(self, request: Served, texts: list[str]) -> Reply:
