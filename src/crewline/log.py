@@ -21,7 +21,8 @@ import os
 import re
 import sys
 import threading
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, Iterator, MutableMapping
+from contextlib import contextmanager
 from typing import Any, TextIO
 
 import structlog
@@ -82,6 +83,18 @@ _PRE_CHAIN: list[Any] = [
     structlog.processors.TimeStamper(fmt="iso", utc=True),
     redact_secrets,
 ]
+
+
+@contextmanager
+def log_context(**values: Any) -> Iterator[None]:
+    """structlog's ``bound_contextvars``, restored by token on exit: the same log context
+    without copying every context variable on entry, which the engine would pay per run,
+    task and attempt (internal; not part of ``__all__``)."""
+    tokens = structlog.contextvars.bind_contextvars(**values)
+    try:
+        yield
+    finally:
+        structlog.contextvars.reset_contextvars(**tokens)
 
 
 def get_logger(name: str = "crewline") -> Any:

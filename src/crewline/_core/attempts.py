@@ -10,8 +10,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from structlog.contextvars import bound_contextvars
-
 from crewline import events
 from crewline._accounting.policy import RequestPolicy
 from crewline._accounting.usage import UsageScope
@@ -23,7 +21,7 @@ from crewline._core.outputs import Attempt, TaskOutput
 from crewline._core.prepared import PreparedTask
 from crewline._core.turns import agent_answer, first_messages
 from crewline.errors import CallbackError, ConversionError, GuardrailError
-from crewline.log import get_logger
+from crewline.log import get_logger, log_context
 
 __all__ = ["run_task"]
 
@@ -64,7 +62,7 @@ def run_task(task: PreparedTask, context: str, parent: UsageScope,
              policy: RequestPolicy) -> Step[TaskOutput]:
     """Run ``task`` with ``context`` until an attempt passes or retries run out."""
     scope = parent.child("task", task=task.name, agent=task.role)
-    with scope.entered(), bound_contextvars(task=task.name, agent=task.role):
+    with scope.entered(), log_context(task=task.name, agent=task.role):
         notify(events.TaskStarted, agent=task.role)
         attempts: list[Attempt] = []
         started = 0
@@ -76,7 +74,7 @@ def run_task(task: PreparedTask, context: str, parent: UsageScope,
             for number in range(1, _max_attempts(task) + 1):
                 started = number
                 attempt_scope = scope.child("attempt", attempt=number)
-                with attempt_scope.entered(), bound_contextvars(attempt=number):
+                with attempt_scope.entered(), log_context(attempt=number):
                     notify(events.AttemptStarted, agent=task.role)
                     try:
                         attempt, accepted = yield from _attempt(

@@ -24,8 +24,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from structlog.contextvars import bound_contextvars
-
 from crewline import events
 from crewline._accounting.policy import RequestPolicy
 from crewline._accounting.usage import current_scope
@@ -34,6 +32,7 @@ from crewline._core.notify import notify
 from crewline._core.prepared import Coworker, Delegation, PreparedTask
 from crewline._definitions.tools import Tool, tool
 from crewline.errors import BudgetExceededError, DefinitionError
+from crewline.log import log_context
 from crewline.transport.litellm import ToolCallRequest
 
 __all__ = ["ASK_QUESTION", "DELEGATE_WORK", "DELEGATION_TOOLS", "Handoff", "coworker_step",
@@ -222,7 +221,7 @@ def coworker_step(task: PreparedTask, coworker: Coworker, text: str, context: st
     depth = task.delegation.depth + 1 if task.delegation is not None else 1
     scope = parent.delegated(agent=coworker.role, by=task.role)
     fields = {"task": task.name, "by": task.role, "to": coworker.role, "depth": depth}
-    with scope.entered(), bound_contextvars(agent=coworker.role, delegated_by=task.role):
+    with scope.entered(), log_context(agent=coworker.role, delegated_by=task.role):
         notify(events.DelegationStarted, **fields)
         try:
             answer = yield from work(piece, context, policy)

@@ -167,7 +167,11 @@ async def _aperform(effect: Effect) -> Any:
             result = await result
         return result
     if isinstance(effect, Sleep):
-        await asyncio.sleep(effect.seconds)
+        # A zero sleep is a checkpoint for the thread driver (a closed stream stops there).
+        # On the loop a cancellation lands at the await the task is suspended in, so this
+        # one need not give the loop a turn (it would delay the request it stands before).
+        if effect.seconds > 0:
+            await asyncio.sleep(effect.seconds)
         return None
     if isinstance(effect, Reserve | Settle):
         return effect.perform() if not effect.blocking else await _off_loop(effect)

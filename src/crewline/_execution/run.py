@@ -18,8 +18,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from structlog.contextvars import bound_contextvars
-
 from crewline import events
 from crewline._accounting.policy import NO_POLICY, BudgetAccount
 from crewline._accounting.usage import Usage, UsageScope
@@ -29,7 +27,7 @@ from crewline._core.outputs import CrewOutput, TaskOutput
 from crewline._core.planning import plan_tasks
 from crewline._core.prepared import PreparedTask, RunPlan
 from crewline.errors import CrewlineError
-from crewline.log import get_logger
+from crewline.log import get_logger, log_context
 
 if TYPE_CHECKING:
     from crewline._definitions.llm import LLM
@@ -133,7 +131,7 @@ class Run:
     def active(self) -> Iterator[None]:
         """The run's scope, listeners and log context, for the duration of the kickoff."""
         with self.scope.entered(), events.run_listeners(self.listeners), \
-                bound_contextvars(run_id=self.id):
+                log_context(run_id=self.id):
             if events.listening():
                 events.emit(events.KickoffStarted(run_id=self.id, tasks=len(self.tasks),
                                                   inputs=tuple(sorted(self.inputs))))
