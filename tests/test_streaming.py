@@ -502,24 +502,29 @@ def test_scripted_model_breaks_a_stream_off_like_a_dropped_connection() -> None:
 # -- the CLI -------------------------------------------------------------------------------
 
 
-def test_cli_run_stream_prints_each_agents_text_live_labelled(
-        server: FakeLLMServer, tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+def _cli(argv: list[str]) -> int:
+    """``crewline ARGV`` in this process, leaving the ``crewline`` logger as it found it."""
     import logging
 
     from crewline._surface.cli import main
 
+    logger = logging.getLogger("crewline")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    try:
+        return main(argv)
+    finally:
+        logger.handlers[:], logger.level, logger.propagate = saved
+
+
+def test_cli_run_stream_prints_each_agents_text_live_labelled(
+        server: FakeLLMServer, tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "crew.yaml"
     path.write_text(
         "llm: {model: openai/gpt-4o-mini, base_url: " + server.base_url + ", api_key: sk-test}\n"
         "agents:\n  researcher: {role: Researcher}\n  writer: {role: Writer}\n"
         "tasks:\n  research: {description: '[[research]] Research {topic}.', agent: researcher}\n"
         "  write: {description: '[[write]] Write.', agent: writer, context: [research]}\n")
-    logger = logging.getLogger("crewline")
-    saved = (list(logger.handlers), logger.level, logger.propagate)
-    try:
-        code = main(["run", str(path), "--stream", "-i", "topic=owls"])
-    finally:
-        logger.handlers[:], logger.level, logger.propagate = saved
+    code = _cli(["run", str(path), "--stream", "-i", "topic=owls"])
     out = capsys.readouterr().out
     assert code == 0
     research, write = (s.content for s in server.served)
@@ -529,10 +534,6 @@ def test_cli_run_stream_prints_each_agents_text_live_labelled(
 
 def test_cli_run_stream_labels_the_retry_of_a_stream_broken_off(
         server: FakeLLMServer, tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
-    import logging
-
-    from crewline._surface.cli import main
-
     server.add_rule(None, Reply(content="one two three", stream_break_after=2), times=1)
     server.add_rule(None, "alpha beta")
     path = tmp_path / "crew.yaml"
@@ -541,12 +542,7 @@ def test_cli_run_stream_labels_the_retry_of_a_stream_broken_off(
         " retry_backoff: 0.01}\n"
         "agents:\n  writer: {role: Writer}\n"
         "tasks:\n  write: {description: '[[write]] Write.', agent: writer}\n")
-    logger = logging.getLogger("crewline")
-    saved = (list(logger.handlers), logger.level, logger.propagate)
-    try:
-        code = main(["run", str(path), "--stream"])
-    finally:
-        logger.handlers[:], logger.level, logger.propagate = saved
+    code = _cli(["run", str(path), "--stream"])
     out = capsys.readouterr().out
     assert code == 0
     assert out.startswith("[write · Writer]\none two\n\n[write · Writer · retry 1]\nalpha beta\n")
