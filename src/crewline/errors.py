@@ -119,11 +119,15 @@ class ProviderError(CrewlineError):
     resolve. Such a request cannot have been served or billed, so the engine need not
     count it as a failed request sent. When in doubt (a connection broken mid-request, a
     timeout while reading) it is ``True``.
+
+    ``mid_stream`` is ``True`` when the error broke off a streamed reply the provider had
+    begun to send: it accepted the request and generated output, which it bills, so the
+    engine charges such a try its full budget hold instead of releasing it.
     """
 
     def __init__(self, message: str, *, model: str, status: int | None = None,
                  retryable: bool = False, retry_after: float | None = None,
-                 kind: str = "error", sent: bool = True) -> None:
+                 kind: str = "error", sent: bool = True, mid_stream: bool = False) -> None:
         super().__init__(message)
         self.model = model
         self.status = status
@@ -131,6 +135,7 @@ class ProviderError(CrewlineError):
         self.retry_after = retry_after
         self.kind = kind
         self.sent = sent
+        self.mid_stream = mid_stream
 
 
 class BudgetExceededError(CrewlineError):

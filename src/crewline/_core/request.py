@@ -10,11 +10,11 @@ saw: it is retried or raised, and recorded nowhere.
 Budgets: a reply whose usage can be trusted settles its holds to the actual spend; a reply
 without usage, with usage that cannot be right (negative, absurdly large, no prompt), or a
 try cut off in flight settles at the full hold, since the provider may have billed it; a
-provider error releases the holds, unless it broke off a stream that had already sent text:
-the provider billed what it generated, so that try is on record as an error with
-``priced=False`` and settles at the full hold too. Its text reached the consumer as
-``TextDelta`` events stamped with the try's ``retry`` number, so the retry's text is told
-apart from the broken one.
+provider error releases the holds, unless it broke off a stream the provider had begun to
+send (``ProviderError.mid_stream``, or text already delivered): the provider billed what it
+generated, so that try is on record as an error with ``priced=False`` and settles at the
+full hold too. Its text reached the consumer as ``TextDelta`` events stamped with the try's
+``retry`` number, so the retry's text is told apart from the broken one.
 """
 
 from __future__ import annotations
@@ -239,7 +239,8 @@ def _try(scope: UsageScope, llm: LLM, purpose: Purpose, price: Price, policy: Re
             response: ChatResponse = yield Send(transport, request, on_delta)
         except ProviderError as exc:
             record = None
-            broken = on_delta is not None and on_delta.texts > 0  # billed for what it sent
+            # A stream broken off after the provider began it is billed for what it sent.
+            broken = exc.mid_stream or (on_delta is not None and on_delta.texts > 0)
             if exc.sent:
                 record = _record(scope, llm, purpose, price, None, "error", started_at,
                                  time.perf_counter() - t0, billed=broken)

@@ -105,7 +105,7 @@ class ScriptedModel:
         model = request["model"]
         return ProviderError(f"model {model!r}: provider request failed (connection): the "
                              "stream broke off", model=model, retryable=True,
-                             kind="connection", sent=True)
+                             kind="connection", sent=True, mid_stream=True)
 
     @staticmethod
     def _pieces(chunks: list[dict[str, Any]]) -> Iterator[str]:

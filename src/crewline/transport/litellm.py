@@ -218,7 +218,8 @@ def _classify(exc: Exception) -> tuple[str, int | None, bool, bool]:
     return "error", None, False, True
 
 
-def provider_error(exc: Exception, *, model: str, secret: str | None = None) -> ProviderError:
+def provider_error(exc: Exception, *, model: str, secret: str | None = None,
+                   mid_stream: bool = False) -> ProviderError:
     """Translate a litellm/SDK exception into a ``ProviderError`` naming model and cause.
 
     The kind is read from exception types, never from message text (messages change from
@@ -239,7 +240,8 @@ def provider_error(exc: Exception, *, model: str, secret: str | None = None) -> 
         where += ", never sent"
     message = f"model {model!r}: provider request failed ({where}): {text[:500]}"
     return ProviderError(message, model=model, status=status, retryable=retryable,
-                         retry_after=_retry_after(exc), kind=kind, sent=sent)
+                         retry_after=_retry_after(exc), kind=kind, sent=sent,
+                         mid_stream=mid_stream)
 
 
 def _count(value: Any) -> int:
@@ -453,7 +455,7 @@ class LiteLLMTransport:
                     break
                 except Exception as exc:
                     error = provider_error(exc, model=request["model"],
-                                           secret=request.get("api_key"))
+                                           secret=request.get("api_key"), mid_stream=True)
                     break
                 text = assembly.add(chunk)
                 if text:
@@ -486,7 +488,7 @@ class LiteLLMTransport:
                     break
                 except Exception as exc:
                     error = provider_error(exc, model=request["model"],
-                                           secret=request.get("api_key"))
+                                           secret=request.get("api_key"), mid_stream=True)
                     break
                 text = assembly.add(chunk)
                 if text:

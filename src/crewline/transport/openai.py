@@ -174,7 +174,7 @@ class OpenAITransport:
                     break
                 except Exception as exc:
                     error = provider_error(exc, model=request["model"],
-                                           secret=request.get("api_key"))
+                                           secret=request.get("api_key"), mid_stream=True)
                     break
                 text = assembly.add(chunk)
                 if text:
@@ -208,7 +208,7 @@ class OpenAITransport:
                     break
                 except Exception as exc:
                     error = provider_error(exc, model=request["model"],
-                                           secret=request.get("api_key"))
+                                           secret=request.get("api_key"), mid_stream=True)
                     break
                 text = assembly.add(chunk)
                 if text:
