@@ -25,7 +25,7 @@ import gc
 import os
 import socket
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Protocol, runtime_checkable
@@ -360,6 +360,67 @@ class _Assembly:
             finish_reason=self.finish)
 
 
+def read_stream(chunks: Iterable[Any], on_delta: Callable[[str], None],
+                request: dict[str, Any], close: Callable[[], None]) -> _Assembly:
+    """Read a streamed reply to its end, each text delta to ``on_delta`` as it comes.
+
+    A failure while reading is the provider's: a ``ProviderError`` with ``mid_stream`` set
+    (it had begun the reply). Leaving before the end for any reason (that, or ``on_delta``
+    raising because the stream was closed) calls ``close``, so the provider sees the
+    client go. Shared by every transport that streams; ``aread_stream`` is its async twin.
+    """
+    assembly, error, finished = _Assembly(), None, False
+    try:
+        iterator = iter(chunks)
+        while True:
+            try:
+                chunk = next(iterator)
+            except StopIteration:
+                break
+            except Exception as exc:
+                error = provider_error(exc, model=request["model"],
+                                       secret=request.get("api_key"), mid_stream=True)
+                break
+            text = assembly.add(chunk)
+            if text:
+                on_delta(text)
+        finished = error is None
+    finally:
+        if not finished:
+            close()
+    if error is not None:
+        raise error  # outside the except block: the SDK's exception (and key) is not chained
+    return assembly
+
+
+async def aread_stream(chunks: AsyncIterable[Any], on_delta: Callable[[str], Awaitable[None]],
+                       request: dict[str, Any], aclose: Callable[[], Awaitable[None]]
+                       ) -> _Assembly:
+    """``read_stream`` on the event loop; cancelling it closes the stream."""
+    assembly, error, finished = _Assembly(), None, False
+    try:
+        iterator = aiter(chunks)
+        while True:
+            try:
+                chunk = await anext(iterator)
+            except StopAsyncIteration:
+                break
+            except Exception as exc:
+                error = provider_error(exc, model=request["model"],
+                                       secret=request.get("api_key"), mid_stream=True)
+                break
+            text = assembly.add(chunk)
+            if text:
+                await on_delta(text)
+        finished = error is None
+    finally:
+        if not finished:
+            await aclose()
+    if error is not None:
+        raise error  # outside the except block: the SDK's exception (and key) is not chained
+    return assembly
+
+
 def _provider_sent_usage(wrapper: Any) -> bool:
     """Whether usage came from the provider, not from litellm.
 
@@ -446,26 +507,7 @@ class LiteLLMTransport:
             error = provider_error(exc, model=request["model"], secret=request.get("api_key"))
         if error is not None:
             raise error
-        assembly, chunks, finished = _Assembly(), iter(wrapper), False
-        try:
-            while True:
-                try:
-                    chunk = next(chunks)
-                except StopIteration:
-                    break
-                except Exception as exc:
-                    error = provider_error(exc, model=request["model"],
-                                           secret=request.get("api_key"), mid_stream=True)
-                    break
-                text = assembly.add(chunk)
-                if text:
-                    on_delta(text)
-            finished = error is None
-        finally:
-            if not finished:
-                _close_sync(wrapper)
-        if error is not None:
-            raise error
+        assembly = read_stream(wrapper, on_delta, request, lambda: _close_sync(wrapper))
         return assembly.response(_provider_sent_usage(wrapper))
 
     async def astream(self, request: dict[str, Any],
@@ -479,26 +521,8 @@ class LiteLLMTransport:
             error = provider_error(exc, model=request["model"], secret=request.get("api_key"))
         if error is not None:
             raise error
-        assembly, chunks, finished = _Assembly(), aiter(wrapper), False
-        try:
-            while True:
-                try:
-                    chunk = await anext(chunks)
-                except StopAsyncIteration:
-                    break
-                except Exception as exc:
-                    error = provider_error(exc, model=request["model"],
-                                           secret=request.get("api_key"), mid_stream=True)
-                    break
-                text = assembly.add(chunk)
-                if text:
-                    await on_delta(text)
-            finished = error is None
-        finally:
-            if not finished:
-                await _close_async(wrapper)
-        if error is not None:
-            raise error
+        assembly = await aread_stream(wrapper, on_delta, request,
+                                      lambda: _close_async(wrapper))
         return assembly.response(_provider_sent_usage(wrapper))
 
 

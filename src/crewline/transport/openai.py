@@ -29,7 +29,13 @@ from importlib import metadata
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from crewline.errors import ProviderError
-from crewline.transport.litellm import ChatResponse, _Assembly, _read, provider_error
+from crewline.transport.litellm import (
+    ChatResponse,
+    _read,
+    aread_stream,
+    provider_error,
+    read_stream,
+)
 
 if TYPE_CHECKING:
     import asyncio
@@ -164,28 +170,7 @@ class OpenAITransport:
             error = provider_error(exc, model=request["model"], secret=request.get("api_key"))
         if error is not None:
             raise error
-        assembly, finished = _Assembly(), False
-        try:
-            iterator = iter(chunks)
-            while True:
-                try:
-                    chunk = next(iterator)
-                except StopIteration:
-                    break
-                except Exception as exc:
-                    error = provider_error(exc, model=request["model"],
-                                           secret=request.get("api_key"), mid_stream=True)
-                    break
-                text = assembly.add(chunk)
-                if text:
-                    on_delta(text)
-            finished = error is None
-        finally:
-            if not finished:
-                chunks.close()
-        if error is not None:
-            raise error
-        return assembly.response(True)
+        return read_stream(chunks, on_delta, request, chunks.close).response(True)
 
     async def astream(self, request: dict[str, Any],
                       on_delta: Callable[[str], Awaitable[None]]) -> ChatResponse:
@@ -198,28 +183,7 @@ class OpenAITransport:
             error = provider_error(exc, model=request["model"], secret=request.get("api_key"))
         if error is not None:
             raise error
-        assembly, finished = _Assembly(), False
-        try:
-            iterator = aiter(chunks)
-            while True:
-                try:
-                    chunk = await anext(iterator)
-                except StopAsyncIteration:
-                    break
-                except Exception as exc:
-                    error = provider_error(exc, model=request["model"],
-                                           secret=request.get("api_key"), mid_stream=True)
-                    break
-                text = assembly.add(chunk)
-                if text:
-                    await on_delta(text)
-            finished = error is None
-        finally:
-            if not finished:
-                await chunks.close()
-        if error is not None:
-            raise error
-        return assembly.response(True)
+        return (await aread_stream(chunks, on_delta, request, chunks.close)).response(True)
 
 
 _per_llm: dict[int, OpenAITransport] = {}
