@@ -4,7 +4,7 @@ Targets are reported, not asserted: the exit status is 0 when targets are missed
 non-zero only when a benchmark crashed or crewline's usage differed from the fake server's
 own count (the usage-exactness check every benchmark makes).
 
-    python bench/run_all.py                   # about 6 minutes on 2 cores
+    python bench/run_all.py                   # about 15 minutes on 2 cores
     python bench/run_all.py --out results.jsonl
     python bench/run_all.py --only fanout-200 --only overhead
 """
@@ -49,6 +49,14 @@ TARGETS = (
     Target("import crewline", "import_time", lambda r: r["import_crewline_s"], 0.15, "s"),
     Target("memory per crew definition", "memory",
            lambda r: r["definition_kb_per_crew"], 50.0, "KB"),
+    Target("streaming: time to first token over bare litellm", "streaming",
+           lambda r: r["ttft_extra_ms_median_of_pairs"], 1.0, "ms"),
+    Target("streaming: 200 streams, x bare litellm", "streaming",
+           lambda r: r["makespan_crewline_s"] / r["makespan_bare_s"], 1.05, "x"),
+    Target("direct transport fan-out N=200, x bare openai SDK", "direct",
+           lambda r: r["fanout"]["direct_to_sdk"], 1.1, "x"),
+    Target("first kickoff incl. imports, direct transport", "direct",
+           lambda r: r["startup"]["first_kickoff_s"], 0.5, "s"),
 )
 
 BENCHMARKS: dict[str, list[str]] = {
@@ -58,6 +66,8 @@ BENCHMARKS: dict[str, list[str]] = {
     "overhead": ["overhead.py"],
     "import_time": ["import_time.py"],
     "memory": ["memory.py"],
+    "streaming": ["streaming.py", "--rounds", "300", "--n", "200"],
+    "direct": ["direct.py", "--n", "200", "--pairs", "3"],
 }
 
 QUICK: dict[str, list[str]] = {
@@ -67,6 +77,8 @@ QUICK: dict[str, list[str]] = {
     "overhead": ["--reps", "7", "--profile-runs", "10"],
     "import_time": ["--reps", "3", "--first-reps", "1"],
     "memory": [],
+    "streaming": ["--rounds", "30", "--n", "50"],
+    "direct": ["--pairs", "1", "--rounds", "1", "--repeat", "2"],
 }
 
 
