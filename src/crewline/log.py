@@ -89,12 +89,25 @@ _PRE_CHAIN: list[Any] = [
 def log_context(**values: Any) -> Iterator[None]:
     """structlog's ``bound_contextvars``, restored by token on exit: the same log context
     without copying every context variable on entry, which the engine would pay per run,
-    task and attempt (internal; not part of ``__all__``)."""
+    task and attempt (internal; not part of ``__all__``).
+
+    Each token is reset through its own variable, not through structlog's registry of them
+    (``reset_contextvars``): structlog creates a key's variable on first use without a lock,
+    so threads binding a new key at once may each create one, and the registry keeps only
+    the last."""
     tokens = structlog.contextvars.bind_contextvars(**values)
     try:
         yield
     finally:
-        structlog.contextvars.reset_contextvars(**tokens)
+        for token in tokens.values():
+            token.var.reset(token)
+
+
+# The engine's own keys get their variables now, under the import lock, so threads of a cold
+# process never race to create them (see ``log_context``).
+for _token in structlog.contextvars.bind_contextvars(
+        **dict.fromkeys(("run_id", "task", "agent", "attempt", "delegated_by"), ...)).values():
+    _token.var.reset(_token)
 
 
 def get_logger(name: str = "crewline") -> Any:
