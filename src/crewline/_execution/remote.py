@@ -251,7 +251,8 @@ class Worker:
             undo.append(partial(var.reset, var.set(value)))
         if carried.log_context:
             tokens = structlog.contextvars.bind_contextvars(**carried.log_context)
-            undo.append(lambda: structlog.contextvars.reset_contextvars(**tokens))
+            # Through each token's own variable, as crewline.log.log_context does.
+            undo.extend(partial(token.var.reset, token) for token in tokens.values())
         if carried.trace_context:
             try:
                 from opentelemetry import context as otel_context
