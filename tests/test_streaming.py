@@ -442,16 +442,21 @@ def test_an_async_stream_broken_off_and_retried_tells_its_tries_apart_and_pays_b
     _check_broken_then_whole(server, budget, out, seen)
 
 
+def _retrying_crew(server: FakeLLMServer, marker: str) -> Crew:
+    """One task whose model retries once, quickly."""
+    agent = Agent(role="Writer", goal="write",
+                  llm=_llm(server, max_tokens=50, num_retries=1, retry_backoff=0.01))
+    return Crew(agents=[agent], tasks=[Task(description=f"[[{marker}]] go",
+                                            expected_output="x", agent=agent)])
+
+
 def test_a_stream_broken_off_before_any_text_is_still_billed(server: FakeLLMServer) -> None:
     # The provider accepted the request and began its reply (the role chunk), then the
     # connection dropped: no text reached anyone, but the provider bills the prompt.
     server.add_rule(None, Reply(content="never shown", stream_break_after=0), times=1)
     server.add_rule(None, "shown")
     budget = Budget(max_cost="1", period="day", name="broken-early")
-    agent = Agent(role="Writer", goal="write",
-                  llm=_llm(server, max_tokens=50, num_retries=1, retry_backoff=0.01))
-    crew = Crew(agents=[agent], tasks=[Task(description="[[b0]] go", expected_output="x",
-                                            agent=agent)])
+    crew = _retrying_crew(server, "b0")
     with crew.stream(budget=budget) as stream:
         deltas = [(e.retry, e.text) for e in stream if isinstance(e, TextDelta)]
     assert deltas == [(1, "shown")]
@@ -469,10 +474,7 @@ def test_a_provider_error_before_any_text_still_releases_the_hold(
     server.add_rule(None, Reply(status=503, content="busy"), times=1)
     server.add_rule(None, "fine")
     budget = Budget(max_cost="1", period="day", name="early-error")
-    agent = Agent(role="Writer", goal="write",
-                  llm=_llm(server, max_tokens=50, num_retries=1, retry_backoff=0.01))
-    crew = Crew(agents=[agent], tasks=[Task(description="[[e]] go", expected_output="x",
-                                            agent=agent)])
+    crew = _retrying_crew(server, "e")
     with crew.stream(budget=budget) as stream:
         deltas = [e for e in stream if isinstance(e, TextDelta)]
     first, second = stream.result.usage_records

@@ -69,12 +69,7 @@ def _from_litellm(model: str) -> Price:
         info = litellm.get_model_info(model)
     except Exception:
         return UNKNOWN
-    inp = _exact(info.get("input_cost_per_token"))
-    out = _exact(info.get("output_cost_per_token"))
-    if inp is None or out is None:
-        return UNKNOWN
-    cached = _exact(info.get("cache_read_input_token_cost"))
-    return Price(inp, out, cached if cached is not None else inp, known=True)
+    return _price_entry(dict(info))
 
 
 _PRICE_FILE = "litellm/model_prices_and_context_window_backup.json"
@@ -114,6 +109,7 @@ def shipped_price_table() -> dict[str, Any]:
 
 
 def _price_entry(info: Any) -> Price:
+    """A price from one entry of litellm's table, read as data or through litellm."""
     if not isinstance(info, dict):
         return UNKNOWN
     inp = _exact(info.get("input_cost_per_token"))
