@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import PydanticUndefined
 
 from crewline._accounting.usage import Usage, UsageRecord
 
@@ -238,6 +238,55 @@ class TextDelta(Event):
 E = TypeVar("E", bound=Event)
 Handler = Callable[[Any], Any]
 
+
+_Layout = tuple[tuple[str, Any, Callable[[], Any] | None], ...]
+
+
+def _layout(event_type: type[Event]) -> _Layout:
+    return tuple((name, field.default, field.default_factory)  # type: ignore[misc]
+                 for name, field in event_type.model_fields.items())
+
+
+_LAYOUTS: dict[type[Event], _Layout] = {cls: _layout(cls) for cls in (
+    KickoffStarted, KickoffFinished, TaskStarted, TaskFinished, AttemptStarted, AttemptFailed,
+    AttemptFinished, LLMCallStarted, LLMCallFinished, LLMCallNotSent, ToolStarted, ToolCalled,
+    GuardrailChecked, BudgetReserved, BudgetExceeded, DelegationStarted, DelegationFinished,
+    TextDelta)}
+"""Each event type's fields in order, with their defaults, made once at import."""
+
+
+def make(event_type: type[E], /, **values: Any) -> E:
+    """``event_type(**values)`` for the engine's own events (internal).
+
+    The engine fills every field from values of the declared types, so validating them again
+    is pure cost, and on the way to a request it is not a small one: a pydantic validation
+    run with cold caches (the process has just been waiting on the network) takes tens of
+    microseconds, for each event before a streamed request is sent and for each delta.
+    The event is built as ``model_construct`` builds one; a test checks that every event
+    of full kickoffs validates to itself. A type without a known layout is validated."""
+    layout = _LAYOUTS.get(event_type)
+    if layout is None:
+        return event_type(**values)
+    data: dict[str, Any] = {}
+    for name, default, factory in layout:
+        if name in values:
+            data[name] = values[name]
+        elif factory is not None:
+            data[name] = factory()
+        elif default is PydanticUndefined:
+            raise TypeError(f"{event_type.__name__} needs {name!r} (engine bug)")
+        else:
+            data[name] = default
+    unknown = values.keys() - data.keys()
+    if unknown:
+        raise TypeError(f"{event_type.__name__} has no field(s) {sorted(unknown)} (engine bug)")
+    event = event_type.__new__(event_type)
+    object.__setattr__(event, "__dict__", data)
+    object.__setattr__(event, "__pydantic_fields_set__", set(values))
+    object.__setattr__(event, "__pydantic_extra__", None)
+    object.__setattr__(event, "__pydantic_private__", None)
+    return event
+
 _lock = threading.Lock()
 _handlers: dict[type[Event], tuple[Handler, ...]] = {}
 
@@ -266,14 +315,19 @@ def off(event_type: type[Event], handler: Handler) -> None:
 _run_listeners: ContextVar[tuple[Handler, ...]] = ContextVar("crewline_listeners", default=())
 
 
-@contextmanager
-def run_listeners(listeners: Sequence[Handler]) -> Iterator[None]:
+class run_listeners:
     """Make ``listeners`` receive every event emitted in this context (one kickoff's)."""
-    token = _run_listeners.set(tuple(listeners))
-    try:
-        yield
-    finally:
-        _run_listeners.reset(token)
+
+    __slots__ = ("_listeners", "_token")
+
+    def __init__(self, listeners: Sequence[Handler]) -> None:
+        self._listeners = tuple(listeners)
+
+    def __enter__(self) -> None:
+        self._token = _run_listeners.set(self._listeners)
+
+    def __exit__(self, *exc: object) -> None:
+        _run_listeners.reset(self._token)
 
 
 def listening() -> bool:
@@ -284,10 +338,15 @@ def listening() -> bool:
 def emit(event: Event) -> None:
     """Deliver ``event`` to matching process-wide handlers, then to the run's listeners."""
     snapshot = _handlers
-    targets: list[Handler] = []
-    for cls in type(event).__mro__:
-        targets.extend(snapshot.get(cls, ()))
-    targets.extend(_run_listeners.get())
+    targets: Sequence[Handler]
+    if snapshot:
+        found: list[Handler] = []
+        for cls in type(event).__mro__:
+            found.extend(snapshot.get(cls, ()))
+        found.extend(_run_listeners.get())
+        targets = found
+    else:
+        targets = _run_listeners.get()
     for handler in targets:
         try:
             handler(event)

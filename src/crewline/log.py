@@ -21,8 +21,7 @@ import os
 import re
 import sys
 import threading
-from collections.abc import Iterable, Iterator, MutableMapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any, TextIO
 
 import structlog
@@ -85,8 +84,7 @@ _PRE_CHAIN: list[Any] = [
 ]
 
 
-@contextmanager
-def log_context(**values: Any) -> Iterator[None]:
+class log_context:
     """structlog's ``bound_contextvars``, restored by token on exit: the same log context
     without copying every context variable on entry, which the engine would pay per run,
     task and attempt (internal; not part of ``__all__``).
@@ -94,12 +92,20 @@ def log_context(**values: Any) -> Iterator[None]:
     Each token is reset through its own variable, not through structlog's registry of them
     (``reset_contextvars``): structlog creates a key's variable on first use without a lock,
     so threads binding a new key at once may each create one, and the registry keeps only
-    the last."""
-    tokens = structlog.contextvars.bind_contextvars(**values)
-    try:
-        yield
-    finally:
-        for token in tokens.values():
+    the last. A class rather than a generator-based context manager: it is entered per run,
+    task and attempt, before the first request is sent."""
+
+    __slots__ = ("_tokens", "_values")
+
+    def __init__(self, **values: Any) -> None:
+        self._values = values
+        self._tokens: Mapping[str, Any] = {}
+
+    def __enter__(self) -> None:
+        self._tokens = structlog.contextvars.bind_contextvars(**self._values)
+
+    def __exit__(self, *exc: object) -> None:
+        for token in self._tokens.values():
             token.var.reset(token)
 
 
@@ -111,12 +117,15 @@ for _token in structlog.contextvars.bind_contextvars(
 
 
 def get_logger(name: str = "crewline") -> Any:
-    """A structlog logger writing to the stdlib logger ``name``."""
-    return structlog.wrap_logger(
+    """A structlog logger writing to the stdlib logger ``name``.
+
+    Built whole here (no lazy proxy, which assembles a new bound logger at every call):
+    the engine asks ``isEnabledFor`` on its path to each request."""
+    return structlog.stdlib.BoundLogger(
         logging.getLogger(name),
         processors=[structlog.stdlib.filter_by_level, *_PRE_CHAIN,
                     structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
-        wrapper_class=structlog.stdlib.BoundLogger,
+        context={},
     )
 
 

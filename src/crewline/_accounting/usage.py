@@ -10,8 +10,7 @@ figure is ever a before/after difference of a counter that concurrent work can m
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -192,14 +191,9 @@ class UsageScope:
     def usage(self) -> Usage:
         return Usage.from_records(self.records)
 
-    @contextmanager
-    def entered(self) -> Iterator[UsageScope]:
+    def entered(self) -> _Entered:
         """Make this the current scope until the block ends (in this context only)."""
-        token = _current.set(self)
-        try:
-            yield self
-        finally:
-            _current.reset(token)
+        return _Entered(self)
 
     def __repr__(self) -> str:
         return (f"UsageScope({self.kind}, run_id={self.run_id!r}, task={self.task!r}, "
@@ -207,6 +201,22 @@ class UsageScope:
 
 
 _current: ContextVar[UsageScope | None] = ContextVar("crewline_usage_scope", default=None)
+
+
+class _Entered:
+    """``with scope.entered():`` (a class: entered per run, task and attempt)."""
+
+    __slots__ = ("_scope", "_token")
+
+    def __init__(self, scope: UsageScope) -> None:
+        self._scope = scope
+
+    def __enter__(self) -> UsageScope:
+        self._token = _current.set(self._scope)
+        return self._scope
+
+    def __exit__(self, *exc: object) -> None:
+        _current.reset(self._token)
 
 
 def current_scope() -> UsageScope | None:

@@ -24,4 +24,4 @@ def notify(event_type: type[events.Event], **fields: Any) -> None:
     for name in ("task", "attempt"):
         if name in declared and name not in fields:
             fields[name] = getattr(scope, name, None) if scope is not None else None
-    events.emit(event_type(**fields))
+    events.emit(events.make(event_type, **fields))

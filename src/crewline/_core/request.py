@@ -22,8 +22,7 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -168,14 +167,14 @@ def _hold(policy: RequestPolicy, llm: LLM, request: dict[str, Any], price: Price
         holds: Holds = yield Reserve(policy.budgets, amount, policy.blocking)
     except BudgetExceededError as exc:
         if events.listening():
-            events.emit(events.BudgetExceeded(run_id=run_id, budget=exc.budget,
-                                              message=exc.message))
+            events.emit(events.make(events.BudgetExceeded, run_id=run_id, budget=exc.budget,
+                                    message=exc.message))
         raise
     if events.listening():
         for r in holds.reservations:
-            events.emit(events.BudgetReserved(run_id=run_id, budget=r.budget.name,
-                                              cost=str(amount.cost), tokens=amount.tokens,
-                                              requests=amount.requests))
+            events.emit(events.make(events.BudgetReserved, run_id=run_id, budget=r.budget.name,
+                                    cost=str(amount.cost), tokens=amount.tokens,
+                                    requests=amount.requests))
     return holds
 
 
@@ -192,14 +191,9 @@ def _settle(holds: Holds | None, blocking: bool, record: UsageRecord | None,
         yield Settle(holds, "full", None, blocking)
 
 
-@contextmanager
-def _closing(holds: Holds | None) -> Iterator[None]:
+def _closing(holds: Holds | None) -> AbstractContextManager[object]:
     """Leave no hold open: one the try did not close is settled at the full hold."""
-    if holds is None:
-        yield
-        return
-    with holds.guarded():
-        yield
+    return holds.guarded() if holds is not None else nullcontext()
 
 
 class _TextSink:
@@ -217,9 +211,9 @@ class _TextSink:
     def __call__(self, text: str) -> None:
         self.texts += 1
         if events.listening():
-            events.emit(events.TextDelta(run_id=self.run_id, task=self.task, agent=self.agent,
-                                         attempt=self.attempt, purpose=self.purpose,
-                                         retry=self.retry, text=text))
+            events.emit(events.make(events.TextDelta, run_id=self.run_id, task=self.task,
+                                    agent=self.agent, attempt=self.attempt, purpose=self.purpose,
+                                    retry=self.retry, text=text))
 
 
 def _try(scope: UsageScope, llm: LLM, purpose: Purpose, price: Price, policy: RequestPolicy,
@@ -231,10 +225,9 @@ def _try(scope: UsageScope, llm: LLM, purpose: Purpose, price: Price, policy: Re
     with _closing(holds):
         started_at, t0 = datetime.now(UTC), time.perf_counter()
         if events.listening():
-            events.emit(events.LLMCallStarted(
-                run_id=scope.run_id, task=scope.task, attempt=scope.attempt,
-                agent=scope.agent, purpose=purpose, model=llm.model,
-                messages=request["messages"]))
+            events.emit(events.make(events.LLMCallStarted, run_id=scope.run_id, task=scope.task,
+                                    attempt=scope.attempt, agent=scope.agent, purpose=purpose,
+                                    model=llm.model, messages=request["messages"]))
         try:
             response: ChatResponse = yield Send(transport, request, on_delta)
         except ProviderError as exc:
@@ -246,11 +239,11 @@ def _try(scope: UsageScope, llm: LLM, purpose: Purpose, price: Price, policy: Re
                                  time.perf_counter() - t0, billed=broken)
             yield from _settle(holds, policy.blocking, record if broken else None, False)
             if record is not None and events.listening():
-                events.emit(events.LLMCallFinished(run_id=scope.run_id, record=record,
-                                                   error=exc.message, error_type=exc.kind))
+                events.emit(events.make(events.LLMCallFinished, run_id=scope.run_id, record=record,
+                                        error=exc.message, error_type=exc.kind))
             elif events.listening():
-                events.emit(events.LLMCallNotSent(run_id=scope.run_id, error=exc.message,
-                                                  error_type=exc.kind))
+                events.emit(events.make(events.LLMCallNotSent, run_id=scope.run_id,
+                                        error=exc.message, error_type=exc.kind))
             raise
         except BaseException as exc:
             # Cut off in flight (cancelled, interrupted): the provider may have served and
@@ -258,15 +251,15 @@ def _try(scope: UsageScope, llm: LLM, purpose: Purpose, price: Price, policy: Re
             cut = _record(scope, llm, purpose, price, None, "cancelled", started_at,
                           time.perf_counter() - t0)
             if events.listening():
-                events.emit(events.LLMCallFinished(run_id=scope.run_id, record=cut,
-                                                   error=repr(exc), error_type="cancelled"))
+                events.emit(events.make(events.LLMCallFinished, run_id=scope.run_id, record=cut,
+                                        error=repr(exc), error_type="cancelled"))
             raise
         record = _record(scope, llm, purpose, price, response, "ok", started_at,
                          time.perf_counter() - t0)
         yield from _settle(holds, policy.blocking, record, trusted_usage(response))
     if events.listening():
-        events.emit(events.LLMCallFinished(run_id=scope.run_id, record=record,
-                                           response=response))
+        events.emit(events.make(events.LLMCallFinished, run_id=scope.run_id, record=record,
+                                response=response))
     return response
 
 

@@ -73,6 +73,9 @@ class Definition(BaseModel):
 
     def __setstate__(self, state: dict[Any, Any]) -> None:
         super().__setstate__(state)
+        if self.__private_attributes__:  # fresh private state, as a new object has
+            object.__setattr__(self, "__pydantic_private__", {
+                name: attr.get_default() for name, attr in self.__private_attributes__.items()})
         self.model_post_init(None)
 
 
@@ -95,4 +98,7 @@ class RateLimitedDefinition(Definition):
 
     @property
     def limiter(self) -> RateLimiter | None:
-        return self._limiter
+        # Read from pydantic's private store directly: ``self._limiter`` goes through the
+        # model's ``__getattr__`` (microseconds), and this is read for every request.
+        private = self.__pydantic_private__
+        return private.get("_limiter") if private else None
