@@ -19,7 +19,7 @@ from typing import Any
 
 from crewline.errors import InputError
 
-__all__ = ["checked_inputs", "fill", "placeholders"]
+__all__ = ["Template", "checked_inputs", "fill", "placeholders"]
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -56,6 +56,52 @@ def _render(value: Any) -> str:
         return str(value)
 
 
+def _value(name: str, inputs: Mapping[str, Any], where: str) -> str:
+    """The text of input ``name`` for a placeholder in ``where``, or ``InputError``."""
+    if name not in inputs:
+        known = ", ".join(sorted(inputs)) or "none"
+        raise InputError(
+            f"missing input {name!r} for placeholder {{{name}}} in {where} "
+            f"(inputs given: {known})", placeholder=name, where=where)
+    value = inputs[name]
+    try:
+        return _render(value)
+    except Exception as exc:
+        raise InputError(
+            f"input {name!r} for placeholder {{{name}}} in {where} cannot be turned "
+            f"into text: converting its {type(value).__name__} value raised "
+            f"{type(exc).__name__}: {_safe_str(exc)}", placeholder=name,
+            where=where) from exc
+
+
+class Template:
+    """A text split once at its placeholders, filled per kickoff without a regex pass."""
+
+    __slots__ = ("_parts", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        # literal, name, literal, name, ..., literal
+        self._parts: tuple[str, ...] = tuple(_PLACEHOLDER.split(text)) if "{" in text else (
+            text,)
+
+    @property
+    def plain(self) -> bool:
+        """Holds no placeholder: filling it gives the text back."""
+        return len(self._parts) == 1
+
+    def fill(self, inputs: Mapping[str, Any], *, where: str) -> str:
+        """See ``fill``."""
+        parts = self._parts
+        if len(parts) == 1:
+            return self.text
+        out = [parts[0]]
+        for i in range(1, len(parts), 2):
+            out.append(_value(parts[i], inputs, where))
+            out.append(parts[i + 1])
+        return "".join(out)
+
+
 def fill(text: str, inputs: Mapping[str, Any], *, where: str) -> str:
     """``text`` with each ``{name}`` replaced by ``inputs[name]``.
 
@@ -65,25 +111,7 @@ def fill(text: str, inputs: Mapping[str, Any], *, where: str) -> str:
     """
     if "{" not in text:
         return text
-
-    def replace(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name not in inputs:
-            known = ", ".join(sorted(inputs)) or "none"
-            raise InputError(
-                f"missing input {name!r} for placeholder {{{name}}} in {where} "
-                f"(inputs given: {known})", placeholder=name, where=where)
-        value = inputs[name]
-        try:
-            return _render(value)
-        except Exception as exc:
-            raise InputError(
-                f"input {name!r} for placeholder {{{name}}} in {where} cannot be turned "
-                f"into text: converting its {type(value).__name__} value raised "
-                f"{type(exc).__name__}: {_safe_str(exc)}", placeholder=name,
-                where=where) from exc
-
-    return _PLACEHOLDER.sub(replace, text)
+    return Template(text).fill(inputs, where=where)
 
 
 def _safe_str(exc: BaseException) -> str:

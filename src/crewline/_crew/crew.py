@@ -11,10 +11,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from crewline._core.outputs import CrewOutput
-from crewline._crew.process import Process, plan_run
+from crewline._crew.process import CrewPlanShape, Process, plan_run, plan_shape
 from crewline._definitions.agent import Agent
 from crewline._definitions.base import RateLimitedDefinition
 from crewline._definitions.llm import LLM
@@ -54,6 +54,8 @@ class Crew(RateLimitedDefinition):
     max_delegation_depth: int = Field(default=2, ge=1)
     """How deep hand-offs may nest: 1 lets the task's worker delegate, 2 lets its
     coworkers delegate once more, and so on."""
+
+    _shape: CrewPlanShape | None = PrivateAttr(default=None)
 
     @field_validator("llm", "manager_llm", "planning_llm", mode="before")
     @classmethod
@@ -138,10 +140,22 @@ class Crew(RateLimitedDefinition):
 
     # -- running -----------------------------------------------------------------------
 
+    def _plan_shape(self) -> CrewPlanShape:
+        """What every kickoff of this crew plans alike, made at the first kickoff and kept:
+        the crew is frozen, and the shape immutable (a failure is raised, never kept)."""
+        private = self.__pydantic_private__
+        shape: CrewPlanShape | None = private.get("_shape") if private else None
+        if shape is None:
+            shape = plan_shape(self)
+            if private is not None:
+                private["_shape"] = shape  # two first kickoffs at once make equal shapes
+        return shape
+
     def _run(self, inputs: Mapping[str, Any] | None, budget: Budget | None,
-             listeners: Sequence[Any], budget_key: str | None = None) -> Run:
-        return Run(plan_run(self, inputs), budget=budget, listeners=listeners,
-                   budget_key=budget_key)
+             listeners: Sequence[Any], budget_key: str | None = None, *,
+             stream: bool = False) -> Run:
+        return Run(plan_run(self, inputs, self._plan_shape()), budget=budget,
+                   listeners=listeners, budget_key=budget_key, stream=stream)
 
     def kickoff(self, inputs: Mapping[str, Any] | None = None, *,
                 budget: Budget | None = None, listeners: Sequence[Any] = ()) -> CrewOutput:
@@ -201,14 +215,16 @@ class Crew(RateLimitedDefinition):
         ``with`` block; leaving the block early cancels the kickoff (docs/streaming.md)."""
         from crewline._execution.stream import CrewStream
 
-        return CrewStream(lambda handlers: self._run(inputs, budget, handlers), listeners)
+        return CrewStream(lambda handlers: self._run(inputs, budget, handlers, stream=True),
+                          listeners)
 
     def astream(self, inputs: Mapping[str, Any] | None = None, *,
                 budget: Budget | None = None, listeners: Sequence[Any] = ()) -> AsyncCrewStream:
         """``stream`` on the running event loop: ``async with crew.astream(...) as s``."""
         from crewline._execution.stream import AsyncCrewStream
 
-        return AsyncCrewStream(lambda handlers: self._run(inputs, budget, handlers), listeners)
+        return AsyncCrewStream(
+            lambda handlers: self._run(inputs, budget, handlers, stream=True), listeners)
 
     def _batch(self, inputs: Sequence[Mapping[str, Any]], budget: Budget | None,
                listeners: Sequence[Any]) -> list[Run]:

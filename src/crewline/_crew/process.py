@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from crewline._core.prepared import Coworker, Delegation, PreparedTask, RunPlan
-from crewline._core.templates import checked_inputs, fill
+from crewline._core.templates import Template, checked_inputs, fill
 from crewline._definitions.agent import Agent
 from crewline._definitions.task import task_name
 from crewline.errors import DefinitionError, InputError
@@ -28,8 +29,8 @@ if TYPE_CHECKING:
     from crewline._definitions.task import Task
     from crewline.budget.budget import Budget
 
-__all__ = ["MANAGER_BACKSTORY", "MANAGER_GOAL", "MANAGER_ROLE", "Process", "manager_agent",
-           "plan_run"]
+__all__ = ["MANAGER_BACKSTORY", "MANAGER_GOAL", "MANAGER_ROLE", "CrewPlanShape", "Process",
+           "manager_agent", "plan_run", "plan_shape"]
 
 MANAGER_ROLE = "Crew Manager"
 MANAGER_GOAL = "Manage the team to complete the task in the best way possible."
@@ -90,13 +91,17 @@ def manager_agent(crew: CrewShape) -> Agent | None:
                  llm=crew.manager_llm, allow_delegation=True)
 
 
-def plan_run(crew: CrewShape, inputs: Mapping[str, Any] | None) -> RunPlan:
-    """The plan of one kickoff of ``crew`` with ``inputs``, or the error that stops it."""
-    if inputs is not None and not isinstance(inputs, Mapping):
+def plan_run(crew: CrewShape, inputs: Mapping[str, Any] | None,
+             shape: CrewPlanShape | None = None) -> RunPlan:
+    """The plan of one kickoff of ``crew`` with ``inputs``, or the error that stops it.
+
+    ``shape`` is ``plan_shape(crew)`` when the caller keeps it (a ``Crew`` does, from its
+    first kickoff on): only the templates are then filled per kickoff."""
+    if inputs is not None and type(inputs) is not dict and not isinstance(inputs, Mapping):
         raise InputError(f"inputs must be a mapping of names to values, got "
                          f"{type(inputs).__name__}")
     values = checked_inputs(inputs)
-    tasks = _prepare_tasks(crew, values)
+    tasks = _fill_tasks(crew, shape or plan_shape(crew), values)
     return RunPlan(tasks=tasks, budget=crew.budget, limiter=crew.limiter, inputs=values,
                    planning_llm=_planning_llm(crew, tasks))
 
@@ -130,27 +135,51 @@ def _roster(crew: CrewShape, inputs: Mapping[str, Any]) -> tuple[Coworker, ...]:
     return tuple(roster)
 
 
-def _prepare_tasks(crew: CrewShape, inputs: Mapping[str, Any]) -> tuple[PreparedTask, ...]:
+@dataclass(frozen=True, slots=True)
+class CrewPlanShape:
+    """What a crew's process decides whatever the inputs: each task's agent, model, order,
+    context and delegation, with every text as written (templates unfilled).
+
+    A ``Crew`` is frozen, so this is made once per crew object and shared by its kickoffs
+    (it is immutable, and holds nothing a run changes); a kickoff fills the templates."""
+
+    tasks: tuple[PreparedTask, ...]
+    templates: tuple[tuple[tuple[Template, str], ...] | None, ...]
+    """Per task: its role, description, expected output, goal and backstory as templates,
+    each with where it stands (for an error message), or None when none holds a
+    placeholder."""
+    delegates: tuple[bool, ...]
+    """Per task: whether its worker holds the delegation tools (filled per kickoff)."""
+    fixed: bool
+    """No task has a template or delegation tools: every kickoff plans ``tasks`` as they are."""
+
+
+def _templates(task: PreparedTask) -> tuple[tuple[Template, str], ...] | None:
+    texts = (task.role, task.description, task.expected_output, task.goal, task.backstory)
+    if all("{" not in text for text in texts):
+        return None
+    by, where = f"agent {task.role!r}", f"task {task.name!r}"
+    places = (f"{by} role", f"{where} description", f"{where} expected_output", f"{by} goal",
+              f"{by} backstory")
+    return tuple((Template(text), place) for text, place in zip(texts, places, strict=True))
+
+
+def plan_shape(crew: CrewShape) -> CrewPlanShape:
+    """The input-independent part of every plan of ``crew`` (``DefinitionError`` if none)."""
     tasks = crew.tasks
     position = {id(t): i for i, t in enumerate(tasks)}
     prepared: list[PreparedTask] = []
+    delegates: list[bool] = []
     pending: list[int] = []  # background tasks started since the main line last joined
     manager = manager_agent(crew)
-    delegating = manager is not None or any(a.allow_delegation for a in crew.agents)
-    roster = _roster(crew, inputs) if delegating else ()
     for i, task in enumerate(tasks):
         name = task_name(i, task.name)
         agent = manager or task.agent or (crew.agents[0] if len(crew.agents) == 1 else None)
         if agent is None:  # Crew validation makes this unreachable; kept as a guard
             raise DefinitionError(f"task {name!r} has no agent")
-        delegation = None
-        if manager is not None or agent.allow_delegation:
-            delegation = Delegation(coworkers=roster, max_depth=crew.max_delegation_depth)
         llm = agent.llm or crew.llm
         if llm is None:
             raise DefinitionError(f"agent {agent.role!r} (task {name!r}) has no llm")
-        role = fill(agent.role, inputs, where=f"agent {agent.role!r} role")
-        where = f"task {name!r}"
         if task.context is not None:
             context_from = tuple(sorted(position[id(t)] for t in task.context))
         else:
@@ -162,16 +191,43 @@ def _prepare_tasks(crew: CrewShape, inputs: Mapping[str, Any]) -> tuple[Prepared
             context_from = context_from if task.context is not None else tuple(range(i))
         prepared.append(PreparedTask(
             index=i, name=name, task=task, agent=agent, llm=llm,
-            description=fill(task.description, inputs, where=f"{where} description"),
-            expected_output=fill(task.expected_output, inputs,
-                                 where=f"{where} expected_output"),
-            role=role,
-            goal=fill(agent.goal, inputs, where=f"agent {agent.role!r} goal"),
-            backstory=fill(agent.backstory, inputs, where=f"agent {agent.role!r} backstory"),
+            description=task.description, expected_output=task.expected_output,
+            role=agent.role, goal=agent.goal, backstory=agent.backstory,
             background=task.async_execution, context_from=context_from, waits_for=waits_for,
-            delegation=delegation, manager=manager is not None))
+            manager=manager is not None))
+        delegates.append(manager is not None or agent.allow_delegation)
         if task.async_execution:
             pending.append(i)
         else:
             pending.clear()
-    return tuple(prepared)
+    templates = tuple(_templates(t) for t in prepared)
+    return CrewPlanShape(tasks=tuple(prepared), delegates=tuple(delegates), templates=templates,
+                         fixed=not any(delegates) and all(t is None for t in templates))
+
+
+def _fill_tasks(crew: CrewShape, shape: CrewPlanShape, inputs: Mapping[str, Any]
+                ) -> tuple[PreparedTask, ...]:
+    """The shape's tasks with this kickoff's inputs in their templates (and delegation
+    rosters); a task with neither is the shape's own object."""
+    if shape.fixed:
+        return shape.tasks
+    roster = _roster(crew, inputs) if any(shape.delegates) else ()
+    filled: list[PreparedTask] = []
+    for task, templates, delegates in zip(shape.tasks, shape.templates, shape.delegates,
+                                          strict=True):
+        if templates is None and not delegates:
+            filled.append(task)
+            continue
+        texts: tuple[str, ...] = (task.role, task.description, task.expected_output,
+                                  task.goal, task.backstory)
+        if templates is not None:
+            texts = tuple(template.fill(inputs, where=place) for template, place in templates)
+        role, description, expected_output, goal, backstory = texts
+        filled.append(PreparedTask(
+            index=task.index, name=task.name, task=task.task, agent=task.agent,
+            llm=task.llm, description=description, expected_output=expected_output,
+            role=role, goal=goal, backstory=backstory, background=task.background,
+            context_from=task.context_from, waits_for=task.waits_for,
+            delegation=Delegation(coworkers=roster, max_depth=crew.max_delegation_depth)
+            if delegates else None, manager=task.manager))
+    return tuple(filled)
