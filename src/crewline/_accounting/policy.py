@@ -74,6 +74,7 @@ class RequestPolicy:
 
 
 NO_POLICY = RequestPolicy()
+STREAMED = RequestPolicy(stream=True)
 
 Closing = Literal["actual", "full", "release"]
 

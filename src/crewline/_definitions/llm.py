@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import (
     Field,
+    PrivateAttr,
     SecretStr,
     field_serializer,
     field_validator,
@@ -71,6 +72,9 @@ class LLM(RateLimitedDefinition):
     ``"litellm"``: litellm for everything; ``"openai"``: the direct transport whatever the
     name; or a ``Transport`` object (tests pass ``crewline.testing`` models)."""
 
+    _routed: bool = PrivateAttr(default=False)
+    """litellm has routed this model (``check_route``): it is not asked again."""
+
     @field_validator("input_cost_per_token", "output_cost_per_token", mode="before")
     @classmethod
     def _exact_price(cls, value: Any, info: Any) -> Decimal | None:
@@ -89,10 +93,16 @@ class LLM(RateLimitedDefinition):
         definition is often built at import time. A custom ``transport`` routes itself, and
         the direct transport sends the name as given to a server that speaks the API.
         """
-        if self.uses_litellm():
-            from crewline.transport.litellm import check_route
+        if not self.uses_litellm():
+            return
+        private = self.__pydantic_private__
+        if private is not None and private.get("_routed"):
+            return  # litellm routed this (frozen) model and base_url already
+        from crewline.transport.litellm import check_route
 
-            check_route(self.model, self.base_url)
+        check_route(self.model, self.base_url)
+        if private is not None:
+            private["_routed"] = True
 
     def uses_litellm(self) -> bool:
         """Whether this LLM's requests go through litellm (which must then be imported)."""

@@ -12,14 +12,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import threading
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from crewline import events
-from crewline._accounting.policy import NO_POLICY, BudgetAccount
+from crewline._accounting.policy import NO_POLICY, STREAMED, BudgetAccount
 from crewline._accounting.usage import Usage, UsageScope
 from crewline._core.attempts import run_task
 from crewline._core.effects import Step
@@ -38,12 +38,23 @@ __all__ = ["Run"]
 _log = get_logger("crewline.run")
 
 
+def _new_id() -> str:
+    """``uuid.uuid4().hex``, without building a ``UUID`` (a run id is made on the way to
+    the run's first request, which a streamed kickoff's first token waits for)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    return raw.hex()
+
+
 class Run:
     """The state of one kickoff."""
 
     def __init__(self, plan: RunPlan, *, budget: Budget | None = None,
-                 listeners: Sequence[Any] = (), budget_key: str | None = None) -> None:
-        self.id = uuid.uuid4().hex
+                 listeners: Sequence[Any] = (), budget_key: str | None = None,
+                 stream: bool = False) -> None:
+        """``stream``: every request of the run is streamed (``crew.stream``)."""
+        self.id = _new_id()
         self.plan = plan
         self.inputs = plan.inputs
         self.tasks = plan.tasks
@@ -55,13 +66,19 @@ class Run:
             accounts.append(BudgetAccount(budget, budget_key or self.id))
         if plan.budget is not None:
             accounts.append(BudgetAccount(plan.budget, self.id))
-        self.policy = NO_POLICY.extended(
+        self.policy = (STREAMED if stream else NO_POLICY).extended(
             budgets=accounts, limiters=(plan.limiter,) if plan.limiter is not None else ())
         self.scope = UsageScope("run", run_id=self.id)
         self._outputs: dict[int, TaskOutput] = {}
         self._failures: list[BaseException] = []
         self._lock = threading.Lock()
         self._plans: dict[int, str] = {}
+        self._llms: tuple[LLM, ...] | None = None
+
+    @property
+    def plans_first(self) -> bool:
+        """Whether the run makes the crew's plan before its first task (``before_tasks``)."""
+        return self.plan.planning_llm is not None
 
     def before_tasks(self) -> Step[None]:
         """The run-level work before the first task: the crew's plan, when it plans.
@@ -80,6 +97,11 @@ class Run:
 
     def llms(self) -> tuple[LLM, ...]:
         """Every model this run may call: the tasks', the coworkers' and the planner's."""
+        if self._llms is None:
+            self._llms = self._find_llms()
+        return self._llms
+
+    def _find_llms(self) -> tuple[LLM, ...]:
         found = {id(t.llm): t.llm for t in self.tasks}
         for task in self.tasks:
             for coworker in task.delegation.coworkers if task.delegation else ():
@@ -133,8 +155,8 @@ class Run:
         with self.scope.entered(), events.run_listeners(self.listeners), \
                 log_context(run_id=self.id):
             if events.listening():
-                events.emit(events.KickoffStarted(run_id=self.id, tasks=len(self.tasks),
-                                                  inputs=tuple(sorted(self.inputs))))
+                events.emit(events.make(events.KickoffStarted, run_id=self.id,
+                                        tasks=len(self.tasks), inputs=tuple(sorted(self.inputs))))
             if _log.isEnabledFor(logging.INFO):
                 _log.info("kickoff started", tasks=len(self.tasks))
             try:
@@ -146,16 +168,16 @@ class Run:
                              requests=usage.requests, failed_requests=usage.failed_requests,
                              total_tokens=usage.total_tokens, cost=str(usage.cost))
                 if events.listening():
-                    events.emit(events.KickoffFinished(run_id=self.id, usage=usage,
-                                                       ok=False, error=repr(exc)))
+                    events.emit(events.make(events.KickoffFinished, run_id=self.id, usage=usage,
+                                            ok=False, error=repr(exc)))
                 raise
             if _log.isEnabledFor(logging.INFO):
                 usage = self.scope.usage
                 _log.info("kickoff finished", requests=usage.requests,
                           total_tokens=usage.total_tokens, cost=str(usage.cost))
             if events.listening():
-                events.emit(events.KickoffFinished(run_id=self.id, usage=self.scope.usage,
-                                                   ok=True))
+                events.emit(events.make(events.KickoffFinished, run_id=self.id,
+                                        usage=self.scope.usage, ok=True))
 
     def error(self, fallback: BaseException | None = None) -> BaseException:
         """The one exception the kickoff raises: the first failure, carrying the spend."""

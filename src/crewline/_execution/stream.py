@@ -48,7 +48,8 @@ def _streaming(make_run: MakeRun, listeners: Sequence[Any], deliver: Callable[[A
                ) -> Run:
     """The kickoff's run: the caller's listeners first, then the stream's own."""
     run = make_run((*listeners, deliver))
-    run.policy = replace(run.policy, stream=True)
+    if not run.policy.stream:  # a ``make_run`` that did not build a streamed run
+        run.policy = replace(run.policy, stream=True)
     return run
 
 
