@@ -7,9 +7,10 @@ streams word by word and records what it sent, including streams the client cut 
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from decimal import Decimal
 from typing import Any
 
@@ -570,3 +571,41 @@ def test_cli_run_stream_labels_the_retry_of_a_stream_broken_off(
     out = capsys.readouterr().out
     assert code == 0
     assert out.startswith("[write · Writer]\none two\n\n[write · Writer · retry 1]\nalpha beta\n")
+
+
+def test_a_litellm_stream_leaves_no_async_generator_per_chunk_for_the_loop(
+        server: FakeLLMServer) -> None:
+    """litellm takes each chunk with a new ``async for`` over the SDK's stream, and the SDK
+    answers each with a new async generator; left after one chunk, each was closed by the
+    event loop in a task of its own, queued ahead of the consumer of that chunk's delta.
+    Through the litellm transport the stream is now read through one iterator."""
+    server.add_rule("[[gen]]", " ".join(f"w{i}" for i in range(12)))
+    agent = Agent(role="Writer", goal="write", llm=_llm(server, transport="litellm"))
+    crew = Crew(agents=[agent], tasks=[Task(description="[[gen]] Write {i}.",
+                                            expected_output="text", agent=agent)])
+    finalized: list[str] = []
+
+    async def main() -> str:
+        hooks = sys.get_asyncgen_hooks()
+        loop_finalizer = hooks.finalizer
+        assert loop_finalizer is not None
+
+        def finalizer(agen: Any) -> None:
+            finalized.append(agen.__qualname__)
+            loop_finalizer(agen)
+
+        sys.set_asyncgen_hooks(firstiter=hooks.firstiter, finalizer=finalizer)
+        try:
+            text = ""
+            for i in range(3):
+                async with crew.astream(inputs={"i": i}) as stream:
+                    text = "".join([e.text async for e in stream if isinstance(e, TextDelta)])
+            return text
+        finally:
+            sys.set_asyncgen_hooks(firstiter=hooks.firstiter, finalizer=loop_finalizer)
+
+    assert asyncio.run(main()) == " ".join(f"w{i}" for i in range(12))
+    assert server.totals(marker="gen").requests == 3
+    # What the SDK leaves when a stream ends (one chain per request) is not per chunk.
+    per_kind = Counter(finalized)
+    assert max(per_kind.values(), default=0) <= 3, per_kind

@@ -444,6 +444,49 @@ def _close_sync(wrapper: Any) -> None:
             close()
 
 
+class _OneIterator:
+    """The provider's async stream behind a single iterator for its whole life.
+
+    litellm's stream wrapper takes each chunk with a fresh ``async for`` over the provider's
+    stream, left after one item; the openai SDK's stream answers every ``async for`` with a
+    new async generator, so each chunk leaves one behind, and the event loop closes each in
+    a task of its own (seven per short reply, measured on litellm 1.106.2): work queued on
+    the loop ahead of the consumer of the very delta that made it. Through this object every
+    ``async for`` continues the one iterator, which ends with the stream or is closed with it.
+    """
+
+    __slots__ = ("_iterator", "_stream")
+
+    def __init__(self, stream: AsyncIterable[Any]) -> None:
+        self._stream = stream
+        self._iterator = aiter(stream)
+
+    def __aiter__(self) -> _OneIterator:
+        return self
+
+    def __anext__(self) -> Awaitable[Any]:
+        return anext(self._iterator)
+
+    async def aclose(self) -> None:
+        iterator, stream = self._iterator, self._stream
+        if iterator is not stream and hasattr(iterator, "aclose"):
+            await iterator.aclose()
+        close = getattr(stream, "aclose", None) or getattr(stream, "close", None)
+        if callable(close):
+            result = close()
+            if result is not None:
+                await result
+
+
+def _iterate_once(wrapper: Any) -> None:
+    """Put the provider's stream of litellm's ``wrapper`` behind ``_OneIterator`` (when it
+    is an async iterable: litellm leaves other kinds, and a stream it has yet to open,
+    alone)."""
+    raw = getattr(wrapper, "completion_stream", None)
+    if raw is not None and hasattr(raw, "__aiter__") and not isinstance(raw, _OneIterator):
+        wrapper.completion_stream = _OneIterator(raw)
+
+
 async def _close_async(wrapper: Any) -> None:
     aclose = getattr(wrapper, "aclose", None)
     if callable(aclose):
@@ -521,6 +564,7 @@ class LiteLLMTransport:
             error = provider_error(exc, model=request["model"], secret=request.get("api_key"))
         if error is not None:
             raise error
+        _iterate_once(wrapper)
         assembly = await aread_stream(wrapper, on_delta, request,
                                       lambda: _close_async(wrapper))
         return assembly.response(_provider_sent_usage(wrapper))
