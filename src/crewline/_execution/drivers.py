@@ -57,8 +57,10 @@ def _resolve(awaitable: Awaitable[T]) -> T:
 
 _stop: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar(
     "crewline_stop", default=None)
-_pace: contextvars.ContextVar[Callable[[], Awaitable[None]] | None] = contextvars.ContextVar(
-    "crewline_pace", default=None)
+Pace = Callable[[bool], Awaitable[None]]
+"""Awaited after each delta of a streamed reply; told whether it was the reply's first."""
+_pace: contextvars.ContextVar[Pace | None] = contextvars.ContextVar("crewline_pace",
+                                                                    default=None)
 
 
 @contextmanager
@@ -76,10 +78,10 @@ def stoppable(stop: threading.Event) -> Iterator[None]:
 
 
 @contextmanager
-def paced(pace: Callable[[], Awaitable[None]]) -> Iterator[None]:
-    """Streamed requests driven by ``drive_async`` in this context await ``pace()`` after
-    each delta: an ``astream`` consumer that falls behind slows its kickoff down instead of
-    letting deltas pile up without bound."""
+def paced(pace: Pace) -> Iterator[None]:
+    """Streamed requests driven by ``drive_async`` in this context await ``pace(first)``
+    after each delta: an ``astream`` consumer that falls behind slows its kickoff down instead
+    of letting deltas pile up without bound."""
     token = _pace.set(pace)
     try:
         yield
@@ -124,10 +126,14 @@ async def _astream(effect: Send) -> Any:
             on_delta(response.content)
         return response
 
+    delivered = False
+
     async def deliver(text: str) -> None:
+        nonlocal delivered
         on_delta(text)
         if pace is not None:
-            await pace()
+            await pace(not delivered)
+        delivered = True
 
     return await astream(effect.request, deliver)
 
