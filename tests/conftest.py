@@ -29,7 +29,9 @@ def shared_server():
 
 @pytest.fixture
 def server(shared_server):  # type: ignore[no-untyped-def]
-    """The session's fake server, reset: no rules, nothing served, no latency."""
+    """The session's fake server, reset: no rules, nothing served, no latency, no gap
+    between the words of a streamed answer."""
     shared_server.reset()
     shared_server.latency = 0.0
+    shared_server.stream_gap = 0.0
     return shared_server

@@ -151,12 +151,17 @@ def test_streamed_tool_calls_are_assembled_and_run(server: FakeLLMServer) -> Non
     assert all(s.stream for s in server.served)
 
 
-def test_deltas_reach_the_consumer_as_they_arrive(server: FakeLLMServer) -> None:
-    server.stream_gap = 0.05
-    server.add_rule(None, " ".join(f"w{i}" for i in range(12)))
+def _one_task(server: FakeLLMServer, words: int, gap: float) -> Crew:
+    """A one-task crew the server answers with ``words`` words, ``gap`` seconds apart."""
+    server.stream_gap = gap
+    server.add_rule(None, " ".join(f"w{i}" for i in range(words)))
     agent = Agent(role="Writer", goal="write", llm=_llm(server))
-    crew = Crew(agents=[agent], tasks=[Task(description="[[s]] go", expected_output="x",
+    return Crew(agents=[agent], tasks=[Task(description="[[s]] go", expected_output="x",
                                             agent=agent)])
+
+
+def test_deltas_reach_the_consumer_as_they_arrive(server: FakeLLMServer) -> None:
+    crew = _one_task(server, 12, 0.05)
     arrivals: list[float] = []
     with crew.stream() as stream:
         for event in stream:
@@ -613,11 +618,7 @@ def test_a_litellm_stream_leaves_no_async_generator_per_chunk_for_the_loop(
 
 
 def test_async_deltas_reach_the_consumer_as_they_arrive(server: FakeLLMServer) -> None:
-    server.stream_gap = 0.05
-    server.add_rule(None, " ".join(f"w{i}" for i in range(12)))
-    agent = Agent(role="Writer", goal="write", llm=_llm(server))
-    crew = Crew(agents=[agent], tasks=[Task(description="[[s]] go", expected_output="x",
-                                            agent=agent)])
+    crew = _one_task(server, 12, 0.05)
 
     async def main() -> list[float]:
         arrivals: list[float] = []
@@ -635,10 +636,7 @@ def test_async_deltas_reach_the_consumer_as_they_arrive(server: FakeLLMServer) -
 def test_the_first_delta_of_a_buffered_reply_is_not_held_back(server: FakeLLMServer) -> None:
     """A reply whose chunks all arrive at once: the consumer gets its first delta before
     the kickoff has read the rest of it."""
-    server.add_rule(None, " ".join(f"w{i}" for i in range(200)))
-    agent = Agent(role="Writer", goal="write", llm=_llm(server))
-    crew = Crew(agents=[agent], tasks=[Task(description="[[s]] go", expected_output="x",
-                                            agent=agent)])
+    crew = _one_task(server, 200, 0.0)
     emitted: list[str] = []
 
     def count(event: Event) -> None:  # a listener: runs in the kickoff, as it emits

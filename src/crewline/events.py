@@ -287,6 +287,7 @@ def make(event_type: type[E], /, **values: Any) -> E:
     object.__setattr__(event, "__pydantic_private__", None)
     return event
 
+
 _lock = threading.Lock()
 _handlers: dict[type[Event], tuple[Handler, ...]] = {}
 

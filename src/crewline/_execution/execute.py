@@ -101,8 +101,8 @@ async def execute_async(run: Run) -> CrewOutput:
         with run.active():
             if run.plans_first:
                 await drive_async(run.before_tasks())
-            # A run of main-line tasks only needs no group (a few microseconds saved before
-            # its first request, which a streamed kickoff's first token waits for).
+            # Only background tasks need a group; without one a run saves its cost before
+            # its first request (which a streamed kickoff's first token waits for).
             background = any(task.background for task in run.tasks)
             async with asyncio.TaskGroup() if background else nullcontext() as group:
                 started: dict[int, asyncio.Task[object]] = {}
