@@ -83,6 +83,9 @@ class ServerClient:
     def reset(self) -> None:
         http_json(f"{self.control_url}/reset", post=True)
 
+    def set_stream_gap(self, seconds: float) -> None:
+        http_json(f"{self.control_url}/stream_gap?seconds={seconds}", post=True)
+
     def args(self) -> list[str]:
         """Command-line arguments that let a child process attach to this server."""
         return ["--server", self.base_url, "--control", self.control_url]
@@ -91,14 +94,16 @@ class ServerClient:
 class ServerProcess(ServerClient):
     """``bench/_server.py`` in a process of its own, for the duration of a ``with`` block."""
 
-    def __init__(self, latency: float) -> None:
+    def __init__(self, latency: float, reply: str | None = None) -> None:
         super().__init__("", "")
         self.latency = latency
+        self.reply = reply
         self._process: subprocess.Popen[str] | None = None
 
     def __enter__(self) -> ServerProcess:
         process = subprocess.Popen(
-            [sys.executable, str(BENCH / "_server.py"), "--latency", str(self.latency)],
+            [sys.executable, str(BENCH / "_server.py"), "--latency", str(self.latency),
+             *(("--reply", self.reply) if self.reply is not None else ())],
             stdout=subprocess.PIPE, text=True, env=offline_env())
         self._process = process
         assert process.stdout is not None

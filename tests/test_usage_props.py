@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -10,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crewline import Usage, UsageRecord
+from crewline._accounting.ids import new_id
 from crewline._accounting.usage import UsageScope
 
 records = st.builds(
@@ -72,3 +74,13 @@ def test_usage_addition_matches_concatenation(a: list[UsageRecord], b: list[Usag
     assert Usage.from_records(a) + Usage.from_records(b) == Usage.from_records(a + b)
     assert sum([Usage.from_records(a), Usage.from_records(b)], Usage()) == Usage.from_records(
         a + b)
+
+
+def test_record_and_run_ids_are_version_4_uuids_and_distinct() -> None:
+    """``new_id`` makes run and record ids without a ``UUID`` object; they keep its form."""
+    ids = [new_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for made in ids:
+        parsed = uuid.UUID(hex=made)
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+        assert parsed.hex == made

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import random
 import time
-import uuid
 from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from crewline import events
+from crewline._accounting.ids import new_id
 from crewline._accounting.policy import Holds, RequestPolicy
 from crewline._accounting.pricing import Price, count_prompt_tokens, price_of
 from crewline._accounting.usage import Outcome, Purpose, UsageRecord, UsageScope, current_scope
@@ -122,7 +122,7 @@ def _record(scope: UsageScope, llm: LLM, purpose: Purpose, price: Price,
         if priced:
             cost = price.cost(prompt, completion, cached)
     record = UsageRecord(
-        id=uuid.uuid4().hex, run_id=scope.run_id, task=scope.task, attempt=scope.attempt,
+        id=new_id(), run_id=scope.run_id, task=scope.task, attempt=scope.attempt,
         agent=scope.agent, purpose=purpose, model=llm.model, prompt_tokens=prompt,
         completion_tokens=completion, cached_prompt_tokens=cached,
         reasoning_tokens=reasoning, cost=cost, priced=priced, latency_s=latency,

@@ -57,8 +57,10 @@ def _resolve(awaitable: Awaitable[T]) -> T:
 
 _stop: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar(
     "crewline_stop", default=None)
-Pace = Callable[[bool], Awaitable[None]]
-"""Awaited after each delta of a streamed reply; told whether it was the reply's first."""
+Pace = Callable[[bool], Awaitable[None] | None]
+"""Called after each delta of a streamed reply, told whether it was the reply's first; what
+it returns, if anything, is awaited before the next chunk is read (most deltas need no
+wait, and an ``async def`` would build a coroutine for each one)."""
 _pace: contextvars.ContextVar[Pace | None] = contextvars.ContextVar("crewline_pace",
                                                                     default=None)
 
@@ -79,9 +81,9 @@ def stoppable(stop: threading.Event) -> Iterator[None]:
 
 @contextmanager
 def paced(pace: Pace) -> Iterator[None]:
-    """Streamed requests driven by ``drive_async`` in this context await ``pace(first)``
-    after each delta: an ``astream`` consumer that falls behind slows its kickoff down instead
-    of letting deltas pile up without bound."""
+    """Streamed requests driven by ``drive_async`` in this context call ``pace(first)``
+    after each delta and await what it returns: an ``astream`` consumer that falls behind
+    slows its kickoff down instead of letting deltas pile up without bound."""
     token = _pace.set(pace)
     try:
         yield
@@ -132,7 +134,9 @@ async def _astream(effect: Send) -> Any:
         nonlocal delivered
         on_delta(text)
         if pace is not None:
-            await pace(not delivered)
+            wait = pace(not delivered)
+            if wait is not None:
+                await wait
         delivered = True
 
     return await astream(effect.request, deliver)

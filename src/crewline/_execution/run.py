@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import os
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from crewline import events
+from crewline._accounting.ids import new_id
 from crewline._accounting.policy import NO_POLICY, STREAMED, BudgetAccount
 from crewline._accounting.usage import Usage, UsageScope
 from crewline._core.attempts import run_task
@@ -38,15 +38,6 @@ __all__ = ["Run"]
 _log = get_logger("crewline.run")
 
 
-def _new_id() -> str:
-    """``uuid.uuid4().hex``, without building a ``UUID`` (a run id is made on the way to
-    the run's first request, which a streamed kickoff's first token waits for)."""
-    raw = bytearray(os.urandom(16))
-    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
-    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
-    return raw.hex()
-
-
 class Run:
     """The state of one kickoff."""
 
@@ -54,7 +45,7 @@ class Run:
                  listeners: Sequence[Any] = (), budget_key: str | None = None,
                  stream: bool = False) -> None:
         """``stream``: every request of the run is streamed (``crew.stream``)."""
-        self.id = _new_id()
+        self.id = new_id()
         self.plan = plan
         self.inputs = plan.inputs
         self.tasks = plan.tasks

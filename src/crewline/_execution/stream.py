@@ -26,7 +26,7 @@ import asyncio
 import contextvars
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import replace
 from types import TracebackType
 from typing import Any
@@ -240,12 +240,17 @@ class AsyncCrewStream:
         elif self._loop is not None:  # emitted from a worker thread of the kickoff
             self._loop.call_soon_threadsafe(self._append, event)
 
-    async def _pace(self, first: bool) -> None:
+    def _pace(self, first: bool) -> Awaitable[None] | None:
         # The first delta of a reply goes to the consumer at once: chunks already buffered
         # would otherwise be read to the end of the reply before it saw any text. Later
         # deltas reach it when the request next waits on the network, which it does between
         # chunks as they are generated; a loop turn for each one cost a task step per delta,
-        # 200 streams' worth of them in the makespan benchmark.
+        # 200 streams' worth of them in the makespan benchmark. Only a full buffer waits.
+        if first or (len(self._items) >= self._size and not self._closed):
+            return self._wait(first)
+        return None
+
+    async def _wait(self, first: bool) -> None:
         if first:
             await asyncio.sleep(0)
         while len(self._items) >= self._size and not self._closed:
