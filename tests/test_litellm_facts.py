@@ -72,6 +72,41 @@ def test_litellm_makes_up_a_stream_usage_chunk_when_the_provider_sent_none(
     assert len(server.served) == 2
 
 
+
+def test_a_streamed_chunks_usage_is_read_as_getattr_reads_it(server: FakeLLMServer) -> None:
+    """crewline reads each streamed chunk's usage from the pydantic model's stores, not with
+    ``getattr``: litellm deletes ``usage`` from every chunk but the last, and ``getattr``
+    of a missing attribute on a pydantic model raises inside it (microseconds per chunk).
+    The two must agree on every chunk this release streams, with usage and without, sync
+    and async, and on the openai SDK's chunks (the direct transport's)."""
+    import asyncio
+
+    import openai
+
+    from crewline.transport.litellm import _usage_in_store, _usage_of, litellm_module
+
+    server.add_rule(None, "one two three four")
+    ask = dict(model="openai/gpt-4o-mini", api_base=server.base_url, api_key="k",
+               max_retries=0, messages=[{"role": "user", "content": "stream it please"}],
+               stream=True, stream_options={"include_usage": True})
+    litellm = litellm_module()
+    chunks = list(litellm.completion(**ask))
+
+    async def collect() -> list[object]:
+        return [c async for c in await litellm.acompletion(**ask)]
+
+    chunks += asyncio.run(collect())
+    client = openai.OpenAI(base_url=server.base_url, api_key="k", max_retries=0)
+    chunks += list(client.chat.completions.create(  # type: ignore[call-overload]
+        model="gpt-4o-mini", messages=ask["messages"], stream=True,
+        stream_options={"include_usage": True}))
+    assert all(_usage_in_store(type(c)) for c in chunks)  # the fast read is the one tested
+    seen = [(_usage_of(c), getattr(c, "usage", None)) for c in chunks]
+    assert all(fast is slow for fast, slow in seen)
+    with_usage = [fast for fast, _ in seen if fast is not None]
+    assert len(with_usage) == 3 and all(u.prompt_tokens > 0 for u in with_usage)
+    assert len(seen) > 3 * 4  # chunks without usage were asked too
+
 def test_importing_litellm_loads_a_dotenv_file_unless_production_mode(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("CREWLINE_DOTENV_PROBE=loaded\n")
     probe = "import os, litellm; print(os.environ.get('CREWLINE_DOTENV_PROBE'))"

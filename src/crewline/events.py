@@ -280,12 +280,34 @@ def make(event_type: type[E], /, **values: Any) -> E:
     unknown = values.keys() - data.keys()
     if unknown:
         raise TypeError(f"{event_type.__name__} has no field(s) {sorted(unknown)} (engine bug)")
+    return _built(event_type, data, set(values))
+
+
+def _built(event_type: type[E], data: dict[str, Any], given: set[str]) -> E:
     event = event_type.__new__(event_type)
     object.__setattr__(event, "__dict__", data)
-    object.__setattr__(event, "__pydantic_fields_set__", set(values))
+    object.__setattr__(event, "__pydantic_fields_set__", given)
     object.__setattr__(event, "__pydantic_extra__", None)
     object.__setattr__(event, "__pydantic_private__", None)
     return event
+
+
+class TextDeltas:
+    """Makes the ``TextDelta`` events of one request (internal): ``make``'s work on the
+    fields they share (all but ``text`` and ``at``) is done once, not for every delta."""
+
+    __slots__ = ("_given", "_template")
+
+    def __init__(self, **fixed: Any) -> None:
+        first = make(TextDelta, **fixed, text="")
+        self._template = first.__dict__
+        self._given = frozenset(first.__pydantic_fields_set__)
+
+    def __call__(self, text: str) -> TextDelta:
+        data = self._template.copy()  # the fields in their declared order
+        data["at"] = _now()
+        data["text"] = text
+        return _built(TextDelta, data, set(self._given))
 
 
 _lock = threading.Lock()

@@ -201,19 +201,17 @@ class _TextSink:
     place in the run (so deltas of a rejected attempt, a conversion or a retried try are told
     apart), remembering whether any text arrived."""
 
-    __slots__ = ("agent", "attempt", "purpose", "retry", "run_id", "task", "texts")
+    __slots__ = ("deltas", "texts")
 
     def __init__(self, scope: UsageScope, purpose: Purpose, retry: int) -> None:
-        self.run_id, self.task, self.agent = scope.run_id, scope.task, scope.agent
-        self.attempt, self.purpose, self.retry = scope.attempt, purpose, retry
+        self.deltas = events.TextDeltas(run_id=scope.run_id, task=scope.task, agent=scope.agent,
+                                        attempt=scope.attempt, purpose=purpose, retry=retry)
         self.texts = 0
 
     def __call__(self, text: str) -> None:
         self.texts += 1
         if events.listening():
-            events.emit(events.make(events.TextDelta, run_id=self.run_id, task=self.task,
-                                    agent=self.agent, attempt=self.attempt, purpose=self.purpose,
-                                    retry=self.retry, text=text))
+            events.emit(self.deltas(text))
 
 
 def _try(scope: UsageScope, llm: LLM, purpose: Purpose, price: Price, policy: RequestPolicy,
