@@ -72,7 +72,6 @@ def test_litellm_makes_up_a_stream_usage_chunk_when_the_provider_sent_none(
     assert len(server.served) == 2
 
 
-
 def test_a_streamed_chunks_usage_is_read_as_getattr_reads_it(server: FakeLLMServer) -> None:
     """crewline reads each streamed chunk's usage from the pydantic model's stores, not with
     ``getattr``: litellm deletes ``usage`` from every chunk but the last, and ``getattr``
@@ -106,6 +105,7 @@ def test_a_streamed_chunks_usage_is_read_as_getattr_reads_it(server: FakeLLMServ
     with_usage = [fast for fast, _ in seen if fast is not None]
     assert len(with_usage) == 3 and all(u.prompt_tokens > 0 for u in with_usage)
     assert len(seen) > 3 * 4  # chunks without usage were asked too
+
 
 def test_importing_litellm_loads_a_dotenv_file_unless_production_mode(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("CREWLINE_DOTENV_PROBE=loaded\n")
