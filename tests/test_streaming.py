@@ -199,6 +199,33 @@ def test_a_stalled_consumer_holds_the_kickoff_back(server: FakeLLMServer) -> Non
     assert stream.result.usage.completion_tokens == 300 == server.totals().completion_tokens
 
 
+
+def test_a_stalled_async_consumer_holds_the_kickoff_back(server: FakeLLMServer) -> None:
+    """``astream``'s back-pressure: with the consumer not reading, the kickoff stops reading
+    the reply once its buffer (256 events) is full, instead of holding all of it."""
+    server.add_rule(None, " ".join(f"w{i}" for i in range(300)))  # more than the buffer
+    agent = Agent(role="Writer", goal="write", llm=_llm(server))
+    crew = Crew(agents=[agent], tasks=[Task(description="[[sa]] go", expected_output="x",
+                                            agent=agent)])
+    seen: list[Event] = []
+
+    async def main() -> tuple[int, int, list[str], int]:
+        async with crew.astream(listeners=[seen.append]) as stream:
+            for _ in range(400):  # the consumer stalls until the kickoff stops handing over
+                await asyncio.sleep(0.01)
+                before = len(seen)
+                await asyncio.sleep(0.05)
+                if len(seen) == before and any(isinstance(e, TextDelta) for e in seen):
+                    break
+            held, deltas = len(seen), sum(isinstance(e, TextDelta) for e in seen)
+            texts = [e.text async for e in stream if isinstance(e, TextDelta)]
+        return held, deltas, texts, stream.result.usage.completion_tokens
+
+    held, deltas, texts, completion = asyncio.run(main())
+    assert held == 256 and deltas < 300  # the buffer's worth, and the reply held back
+    assert len(texts) == 300 and "".join(texts).split() == [f"w{i}" for i in range(300)]
+    assert completion == 300 == server.totals(marker="sa").completion_tokens
+
 # -- concurrency ---------------------------------------------------------------------------
 
 
