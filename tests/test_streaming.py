@@ -218,7 +218,12 @@ def test_a_stalled_async_consumer_holds_the_kickoff_back(server: FakeLLMServer) 
                 if len(seen) == before and any(isinstance(e, TextDelta) for e in seen):
                     break
             held, deltas = len(seen), sum(isinstance(e, TextDelta) for e in seen)
-            texts = [e.text async for e in stream if isinstance(e, TextDelta)]
+
+            async def drain() -> list[str]:
+                return [e.text async for e in stream if isinstance(e, TextDelta)]
+
+            # Reading again must wake the held kickoff: one never woken for room would hang.
+            texts = await asyncio.wait_for(drain(), 30)
         return held, deltas, texts, stream.result.usage.completion_tokens
 
     held, deltas, texts, completion = asyncio.run(main())

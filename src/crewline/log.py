@@ -21,7 +21,7 @@ import os
 import re
 import sys
 import threading
-from collections.abc import Iterable, Mapping, MutableMapping
+from collections.abc import Iterable, MutableMapping
 from typing import Any, TextIO
 
 import structlog
@@ -99,21 +99,31 @@ class log_context:
 
     def __init__(self, **values: Any) -> None:
         self._values = values
-        self._tokens: Mapping[str, Any] = {}
+        self._tokens: list[Any] = []
 
     def __enter__(self) -> None:
-        self._tokens = structlog.contextvars.bind_contextvars(**self._values)
+        tokens = self._tokens
+        for key, value in self._values.items():
+            var = _ENGINE_VARS.get(key)
+            if var is None:  # not one of the engine's own keys: structlog makes its variable
+                tokens.extend(structlog.contextvars.bind_contextvars(**{key: value}).values())
+            else:
+                tokens.append(var.set(value))
 
     def __exit__(self, *exc: object) -> None:
-        for token in self._tokens.values():
+        tokens, self._tokens = self._tokens, []
+        for token in reversed(tokens):
             token.var.reset(token)
 
 
 # The engine's own keys get their variables now, under the import lock, so threads of a cold
-# process never race to create them (see ``log_context``).
-for _token in structlog.contextvars.bind_contextvars(
-        **dict.fromkeys(("run_id", "task", "agent", "attempt", "delegated_by"), ...)).values():
+# process never race to create them (see ``log_context``); ``log_context`` sets them itself
+# (``bind_contextvars`` would look each one up by its prefixed name on every entry).
+_ENGINE_VARS: dict[str, Any] = {}
+for _key, _token in structlog.contextvars.bind_contextvars(
+        **dict.fromkeys(("run_id", "task", "agent", "attempt", "delegated_by"), ...)).items():
     _token.var.reset(_token)
+    _ENGINE_VARS[_key] = _token.var
 
 
 def get_logger(name: str = "crewline") -> Any:

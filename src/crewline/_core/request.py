@@ -219,7 +219,8 @@ def _try(scope: UsageScope, llm: LLM, purpose: Purpose, price: Price, policy: Re
     """One try: hold, send, record, settle."""
     transport = transport_for(llm)
     on_delta = _TextSink(scope, purpose, retry) if request.get("stream") else None
-    holds = yield from _hold(policy, llm, request, price, scope.run_id)
+    holds = (yield from _hold(policy, llm, request, price, scope.run_id)) if policy.budgets \
+        else None
     with _closing(holds):
         started_at, t0 = datetime.now(UTC), time.perf_counter()
         if events.listening():
@@ -235,7 +236,8 @@ def _try(scope: UsageScope, llm: LLM, purpose: Purpose, price: Price, policy: Re
             if exc.sent:
                 record = _record(scope, llm, purpose, price, None, "error", started_at,
                                  time.perf_counter() - t0, billed=broken)
-            yield from _settle(holds, policy.blocking, record if broken else None, False)
+            if holds is not None:
+                yield from _settle(holds, policy.blocking, record if broken else None, False)
             if record is not None and events.listening():
                 events.emit(events.make(events.LLMCallFinished, run_id=scope.run_id, record=record,
                                         error=exc.message, error_type=exc.kind))
@@ -254,7 +256,8 @@ def _try(scope: UsageScope, llm: LLM, purpose: Purpose, price: Price, policy: Re
             raise
         record = _record(scope, llm, purpose, price, response, "ok", started_at,
                          time.perf_counter() - t0)
-        yield from _settle(holds, policy.blocking, record, trusted_usage(response))
+        if holds is not None:
+            yield from _settle(holds, policy.blocking, record, trusted_usage(response))
     if events.listening():
         events.emit(events.make(events.LLMCallFinished, run_id=scope.run_id, record=record,
                                 response=response))

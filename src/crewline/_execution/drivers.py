@@ -79,16 +79,22 @@ def stoppable(stop: threading.Event) -> Iterator[None]:
         _stop.reset(token)
 
 
-@contextmanager
-def paced(pace: Pace) -> Iterator[None]:
+class paced:
     """Streamed requests driven by ``drive_async`` in this context call ``pace(first)``
     after each delta and await what it returns: an ``astream`` consumer that falls behind
-    slows its kickoff down instead of letting deltas pile up without bound."""
-    token = _pace.set(pace)
-    try:
-        yield
-    finally:
-        _pace.reset(token)
+    slows its kickoff down instead of letting deltas pile up without bound. (A class: it is
+    entered by every streamed kickoff on the way to its first request.)"""
+
+    __slots__ = ("_pace", "_token")
+
+    def __init__(self, pace: Pace) -> None:
+        self._pace = pace
+
+    def __enter__(self) -> None:
+        self._token = _pace.set(self._pace)
+
+    def __exit__(self, *exc: object) -> None:
+        _pace.reset(self._token)
 
 
 def _check_stop(effect: Effect) -> None:

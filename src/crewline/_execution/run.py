@@ -13,8 +13,7 @@ import asyncio
 import dataclasses
 import logging
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from crewline import events
@@ -140,35 +139,35 @@ class Run:
         with self._lock:
             return tuple(self._failures)
 
-    @contextmanager
-    def active(self) -> Iterator[None]:
+    def active(self) -> _Active:
         """The run's scope, listeners and log context, for the duration of the kickoff."""
-        with self.scope.entered(), events.run_listeners(self.listeners), \
-                log_context(run_id=self.id):
+        return _Active(self)
+
+    def _started(self) -> None:
+        if events.listening():
+            events.emit(events.make(events.KickoffStarted, run_id=self.id,
+                                    tasks=len(self.tasks), inputs=tuple(sorted(self.inputs))))
+        if _log.isEnabledFor(logging.INFO):
+            _log.info("kickoff started", tasks=len(self.tasks))
+
+    def _finished(self, raised: BaseException | None) -> None:
+        if raised is not None:
+            usage = self.scope.usage
+            exc = self.failures[0] if self.failures else raised
+            _log.warning("kickoff failed", error=str(exc)[:300], error_type=type(exc).__name__,
+                         requests=usage.requests, failed_requests=usage.failed_requests,
+                         total_tokens=usage.total_tokens, cost=str(usage.cost))
             if events.listening():
-                events.emit(events.make(events.KickoffStarted, run_id=self.id,
-                                        tasks=len(self.tasks), inputs=tuple(sorted(self.inputs))))
-            if _log.isEnabledFor(logging.INFO):
-                _log.info("kickoff started", tasks=len(self.tasks))
-            try:
-                yield
-            except BaseException as raised:
-                usage = self.scope.usage
-                exc = self.failures[0] if self.failures else raised
-                _log.warning("kickoff failed", error=str(exc)[:300], error_type=type(exc).__name__,
-                             requests=usage.requests, failed_requests=usage.failed_requests,
-                             total_tokens=usage.total_tokens, cost=str(usage.cost))
-                if events.listening():
-                    events.emit(events.make(events.KickoffFinished, run_id=self.id, usage=usage,
-                                            ok=False, error=repr(exc)))
-                raise
-            if _log.isEnabledFor(logging.INFO):
-                usage = self.scope.usage
-                _log.info("kickoff finished", requests=usage.requests,
-                          total_tokens=usage.total_tokens, cost=str(usage.cost))
-            if events.listening():
-                events.emit(events.make(events.KickoffFinished, run_id=self.id,
-                                        usage=self.scope.usage, ok=True))
+                events.emit(events.make(events.KickoffFinished, run_id=self.id, usage=usage,
+                                        ok=False, error=repr(exc)))
+            return
+        if _log.isEnabledFor(logging.INFO):
+            usage = self.scope.usage
+            _log.info("kickoff finished", requests=usage.requests,
+                      total_tokens=usage.total_tokens, cost=str(usage.cost))
+        if events.listening():
+            events.emit(events.make(events.KickoffFinished, run_id=self.id,
+                                    usage=self.scope.usage, ok=True))
 
     def error(self, fallback: BaseException | None = None) -> BaseException:
         """The one exception the kickoff raises: the first failure, carrying the spend."""
@@ -194,3 +193,43 @@ class Run:
             outputs = tuple(self._outputs[i] for i in sorted(self._outputs))
         return CrewOutput(run_id=self.id, raw=outputs[-1].raw if outputs else "",
                           tasks_output=outputs, usage_records=self.scope.records)
+
+
+class _Active:
+    """``Run.active``: a class, not a generator-based context manager, since it is entered
+    once per kickoff on the way to its first request."""
+
+    __slots__ = ("_listeners", "_log", "_run", "_scope")
+
+    def __init__(self, run: Run) -> None:
+        self._run = run
+        self._scope = run.scope.entered()
+        self._listeners = events.run_listeners(run.listeners)
+        self._log = log_context(run_id=run.id)
+
+    def __enter__(self) -> None:
+        self._scope.__enter__()
+        try:
+            self._listeners.__enter__()
+            try:
+                self._log.__enter__()
+                try:
+                    self._run._started()
+                except BaseException:
+                    self._log.__exit__()
+                    raise
+            except BaseException:
+                self._listeners.__exit__()
+                raise
+        except BaseException:
+            self._scope.__exit__()
+            raise
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: object) -> None:
+        try:
+            self._run._finished(exc if kind is not None else None)
+        finally:
+            self._log.__exit__()
+            self._listeners.__exit__()
+            self._scope.__exit__()

@@ -215,8 +215,11 @@ class AsyncCrewStream:
                  buffer: int = DEFAULT_BUFFER) -> None:
         self._size = _check_buffer(buffer)
         self._items: deque[events.Event] = deque()
-        self._ready = asyncio.Event()
-        self._room = asyncio.Event()
+        # One future at a time per side, made only when that side must wait: the consumer
+        # for an event (``_reader``), the kickoff for room in the buffer (``_writer``). An
+        # ``asyncio.Event`` per side cost a set or clear call for every event handed over.
+        self._reader: asyncio.Future[None] | None = None
+        self._writer: asyncio.Future[None] | None = None
         self._closed = False
         self._ended = False
         self._run = _streaming(make_run, listeners, self._deliver)
@@ -229,10 +232,16 @@ class AsyncCrewStream:
     def run_id(self) -> str:
         return self._run.id
 
+    @staticmethod
+    def _wake(waiter: asyncio.Future[None] | None) -> None:
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
     def _append(self, event: events.Event) -> None:
         if not self._closed:
             self._items.append(event)
-            self._ready.set()
+            if self._reader is not None:
+                self._wake(self._reader)
 
     def _deliver(self, event: events.Event) -> None:
         if threading.get_ident() == self._loop_thread:
@@ -254,8 +263,11 @@ class AsyncCrewStream:
         if first:
             await asyncio.sleep(0)
         while len(self._items) >= self._size and not self._closed:
-            self._room.clear()
-            await self._room.wait()
+            writer = self._writer = asyncio.get_running_loop().create_future()
+            try:
+                await writer
+            finally:
+                self._writer = None
 
     async def _work(self) -> None:
         try:
@@ -265,7 +277,7 @@ class AsyncCrewStream:
             self._outcome = exc
         finally:
             self._ended = True
-            self._ready.set()
+            self._wake(self._reader)
 
     def _start(self) -> None:
         if self._task is not None:
@@ -290,22 +302,28 @@ class AsyncCrewStream:
         return self
 
     async def __anext__(self) -> events.Event:
-        while True:
-            if self._items:
-                item = self._items.popleft()
-                if len(self._items) < self._size:
-                    self._room.set()
-                return item
+        items = self._items
+        while not items:
             if self._ended or self._closed:
                 raise StopAsyncIteration
-            self._ready.clear()
-            await self._ready.wait()
+            if self._task is None:
+                self._start()
+            reader = self._reader = asyncio.get_running_loop().create_future()
+            try:
+                await reader
+            finally:
+                self._reader = None
+        item = items.popleft()
+        if self._writer is not None and len(items) < self._size:
+            self._wake(self._writer)
+        return item
 
     async def close(self) -> None:
         """Cancel the kickoff if it is still going; return once it has ended."""
         self._closed = True
         self._items.clear()
-        self._room.set()
+        self._wake(self._writer)
+        self._wake(self._reader)
         task = self._task
         if task is None:
             if self._outcome is None:
