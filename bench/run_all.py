@@ -77,7 +77,7 @@ QUICK: dict[str, list[str]] = {
     "overhead": ["--reps", "7", "--profile-runs", "10"],
     "import_time": ["--reps", "3", "--first-reps", "1"],
     "memory": [],
-    "streaming": ["--rounds", "30", "--n", "50"],
+    "streaming": ["--rounds", "100", "--n", "50", "--span-rounds", "6"],
     "direct": ["--pairs", "1", "--rounds", "1", "--repeat", "2"],
 }
 
