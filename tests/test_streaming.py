@@ -18,7 +18,7 @@ import pytest
 
 from crewline import LLM, Agent, Budget, Crew, Task, tool
 from crewline.errors import ProviderError
-from crewline.events import Event, KickoffFinished, TextDelta
+from crewline.events import Event, KickoffFinished, LLMCallStarted, TextDelta
 from crewline.testing import FakeLLMServer, ScriptedModel
 from crewline.testing.server import Reply, ToolCall
 
@@ -31,7 +31,7 @@ def _llm(server: FakeLLMServer, **kw: Any) -> LLM:
 
 
 def _billed(served: Any) -> Decimal:
-    return served.prompt_tokens * IN + served.completion_tokens * OUT
+    return Decimal(served.prompt_tokens * IN + served.completion_tokens * OUT)
 
 
 def _picky(output: Any) -> tuple[bool, Any]:
@@ -360,6 +360,39 @@ def test_closing_an_async_stream_cancels_the_kickoff(server: FakeLLMServer) -> N
     _check_cut_off(server, budget, error)
 
 
+def test_a_second_task_reading_an_async_stream_is_refused(server: FakeLLMServer) -> None:
+    """An ``astream`` has one consumer: a second task reading it while the first waits gets
+    an error that says so (it would otherwise wait for ever), and the first reads it all."""
+    crew = _one_task(server, 5, 0.0)
+    server.latency = 0.3  # the first reader is parked, waiting for the first token
+
+    async def main() -> tuple[list[str], str, int]:
+        sent = asyncio.Event()
+
+        async def read_all(stream: Any) -> list[str]:
+            texts = []
+            async for event in stream:
+                if isinstance(event, LLMCallStarted):
+                    sent.set()
+                elif isinstance(event, TextDelta):
+                    texts.append(event.text)
+            return texts
+
+        async with crew.astream() as stream:
+            first = asyncio.create_task(read_all(stream))
+            await sent.wait()
+            await asyncio.sleep(0.01)  # the first reader is back waiting, for the first token
+            with pytest.raises(RuntimeError) as refused:
+                await anext(aiter(stream))
+            texts = await asyncio.wait_for(first, 30)
+        return texts, str(refused.value), stream.result.usage.completion_tokens
+
+    texts, message, completion = asyncio.run(main())
+    assert "another task" in message
+    assert "".join(texts).split() == [f"w{i}" for i in range(5)]
+    assert completion == 5 == server.totals(marker="s").completion_tokens
+
+
 def test_cancelling_the_consumer_cancels_the_kickoff(server: FakeLLMServer) -> None:
     budget = Budget(max_cost="1", period="day", name="consumer")
     crew = _long_crew(server)
@@ -517,7 +550,7 @@ def test_a_provider_error_before_any_text_still_releases_the_hold(
     with crew.stream(budget=budget) as stream:
         deltas = [e for e in stream if isinstance(e, TextDelta)]
     first, second = stream.result.usage_records
-    assert (first.outcome, first.priced, first.cost) == ("error", True, 0)
+    assert (first.outcome, first.priced, first.cost) == ("error", True, Decimal(0))
     assert [d.retry for d in deltas] == [1]  # only the retry streamed text
     assert budget.spent().cost == second.cost and budget.reserved().cost == 0
 

@@ -308,6 +308,9 @@ class AsyncCrewStream:
                 raise StopAsyncIteration
             if self._task is None:
                 self._start()
+            if self._reader is not None:
+                raise RuntimeError("this stream is already being read by another task: "
+                                   "an astream has one consumer")
             reader = self._reader = asyncio.get_running_loop().create_future()
             try:
                 await reader
